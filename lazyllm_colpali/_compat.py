@@ -1,0 +1,81 @@
+"""Environment fixes that must run before transformers / colpali_engine / lazyllm RAG are imported.
+
+1. torchvision shim: the only torchvision wheels on PyPI are CUDA builds whose compiled ops cannot load
+   beside a CPU torch; its ``_meta_registrations`` then fails on ``torchvision::nms`` and
+   ``import colpali_engine`` breaks. Declaring the two op schemas (only when ``_C.so`` cannot load) lets
+   everything import; colpali inference never calls those ops.
+2. tiktoken offline: importing LazyLLM's RAG tools builds a ``SentenceSplitter`` that asks tiktoken for
+   the GPT-2 encoding, which downloads a file. LazyLLM bundles the identical ``r50k_base`` ranks, so we
+   alias ``gpt2`` to them when the file is not cached.
+"""
+from __future__ import annotations
+
+import base64
+import importlib.util
+import os
+from typing import Any, Optional
+
+_TV_LIB: Optional[Any] = None
+
+
+def install_torchvision_shim() -> None:
+    global _TV_LIB
+    if _TV_LIB is not None:
+        return
+    spec = importlib.util.find_spec('torchvision')
+    if spec is None or not spec.submodule_search_locations:
+        return
+    import torch
+
+    if hasattr(torch.ops.torchvision, 'nms'):
+        return
+    try:  # a matching (CPU) torchvision loads fine: nothing to do
+        torch.ops.load_library(os.path.join(spec.submodule_search_locations[0], '_C.so'))
+        return
+    except (OSError, ImportError, RuntimeError):
+        pass
+    lib = torch.library.Library('torchvision', 'DEF')  # must stay alive for the schemas to stay defined
+    lib.define('nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
+    lib.define('qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
+    _TV_LIB = lib
+
+
+def install_tiktoken_offline() -> None:
+    """Serve tiktoken's ``gpt2`` encoding from LazyLLM's bundled ``r50k_base`` ranks (same ranks)."""
+    try:
+        import tiktoken.registry as registry
+        import tiktoken_ext.openai_public as public
+    except ImportError:
+        return
+    spec = importlib.util.find_spec('lazyllm')
+    if spec is None or not spec.submodule_search_locations:
+        return
+    bundled = os.path.join(spec.submodule_search_locations[0], 'tokenizers', 'r50k_base.tiktoken')
+    if not os.path.exists(bundled):
+        return
+
+    def offline_constructor(name: str):
+        def build() -> dict:
+            # Same pattern, ranks and special token as tiktoken's gpt2 / r50k_base specs.
+            return {'name': name, 'explicit_n_vocab': 50257,
+                    'pat_str': r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+                    'mergeable_ranks': _read_ranks(bundled),
+                    'special_tokens': {public.ENDOFTEXT: 50256}}
+        return build
+
+    registry._find_constructors()
+    if registry.ENCODING_CONSTRUCTORS is not None:
+        for name in ('gpt2', 'r50k_base'):
+            registry.ENCODING_CONSTRUCTORS[name] = offline_constructor(name)
+
+
+def _read_ranks(path: str) -> dict:
+    # tiktoken's own loader needs blobfile for local paths; the format is 'base64token rank' per line.
+    with open(path, 'rb') as f:
+        return {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in f if line.strip())}
+
+
+def prepare_environment() -> None:
+    os.environ.setdefault('LAZYLLM_TRACE_ENABLED', 'False')
+    install_torchvision_shim()
+    install_tiktoken_offline()

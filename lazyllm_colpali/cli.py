@@ -1,0 +1,201 @@
+"""``lazyllm-colpali``: index PDFs/images, search them, list and delete documents."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, Optional
+
+EPILOG = '''examples:
+  lazyllm-colpali index ./pdfs --model ./models/colqwen2-v1.0
+  lazyllm-colpali search "What was the 2023 revenue?" -k 3
+  lazyllm-colpali search "revenue" --file report.pdf --pages 2-5 --json
+  lazyllm-colpali make-tiny-model ./models/tiny-colqwen2 --family colqwen2   # offline demo model
+
+The model is a Hugging Face name (needs the hub or its cache) or a local folder; "tiny:FAMILY" builds a tiny
+random model offline (rankings are meaningless, for trying the pipeline). The store is Milvus: a Milvus
+Lite path (default ./colpali.db) or a server URI such as http://localhost:19530.
+Environment: LAZYLLM_COLPALI_MODEL, LAZYLLM_COLPALI_DB, LAZYLLM_COLPALI_HOME (caches).'''
+
+
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--db', default=None, help='Milvus Lite file or server URI (default: $LAZYLLM_COLPALI_DB or ./colpali.db)')
+    p.add_argument('--collection', default=None, help='collection name (default: colpali_pages)')
+    p.add_argument('--data-dir', default=None, help='where full multi-vectors and page images live '
+                                                    '(default: beside a Lite file; a cache dir for servers)')
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--model', default=None, help='model name or local folder (default: $LAZYLLM_COLPALI_MODEL or '
+                                                 'vidore/colqwen2-v1.0); "tiny:colpali" etc. for an offline test model')
+    p.add_argument('--family', default=None, help='model family when it cannot be detected '
+                                                  '(colpali, colqwen2, colqwen2_5, colidefics3, ...)')
+    p.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:1, mps (default: auto)')
+    p.add_argument('--dtype', default='auto', help='auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16')
+    p.add_argument('--batch-size', type=int, default=4, help='pages per encoder batch (default: 4)')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='lazyllm-colpali', description='ColPali visual document retrieval '
+                                     'for LazyLLM, stored in Milvus.', epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    p = sub.add_parser('index', help='index PDFs, images or folders of them', epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('paths', nargs='+', metavar='PATH', help='files or folders (searched recursively)')
+    _add_model_args(p)
+    _add_store_args(p)
+    p.add_argument('--dpi', type=int, default=144, help='page rendering resolution (default: 144)')
+    p.add_argument('--pool-factor', type=int, default=1, help='hierarchical token pooling factor (1 = off)')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+    p = sub.add_parser('search', help='top-k pages for a query', epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('query', help='the question or keywords')
+    p.add_argument('-k', '--topk', type=int, default=5, help='number of pages (default: 5)')
+    p.add_argument('--file', action='append', help='only pages of this file name (repeatable)')
+    p.add_argument('--pages', default=None, help='only this page range, e.g. 3-7')
+    p.add_argument('--mode', default='auto', choices=['auto', 'exact', 'candidates'],
+                   help='exact MaxSim over all pages, or Milvus candidates + exact rerank (default: auto)')
+    p.add_argument('--json', action='store_true', help='print JSON lines instead of a table')
+    _add_model_args(p)
+    _add_store_args(p)
+
+    p = sub.add_parser('docs', help='list indexed documents with page counts')
+    _add_store_args(p)
+    p = sub.add_parser('delete', help='delete documents by doc id (see `docs`)')
+    p.add_argument('doc_ids', nargs='+', metavar='DOC_ID')
+    _add_store_args(p)
+
+    p = sub.add_parser('make-tiny-model', help='build a tiny random model folder offline (for tests and demos)')
+    p.add_argument('out_dir')
+    p.add_argument('--family', default='colqwen2', help='colpali, colqwen2, colqwen2_5 or colidefics3')
+    return parser
+
+
+def _store(args, dim: Optional[int] = None):
+    from .settings import DEFAULT_COLLECTION
+    from .store.milvus_store import MilvusMultiVectorStore
+
+    return MilvusMultiVectorStore(args.db, args.collection or DEFAULT_COLLECTION, dim=dim, data_dir=args.data_dir)
+
+
+def _encoder(args, pool_factor: int = 1):
+    from .models.encoder import ColPaliEncoder
+    from .settings import default_model
+
+    return ColPaliEncoder(args.model or default_model(), family=args.family, device=args.device, dtype=args.dtype,
+                          batch_size=args.batch_size, pool_factor=pool_factor).load()
+
+
+def _parse_pages(text: Optional[str]):
+    if not text:
+        return None
+    first, _, last = text.partition('-')
+    try:
+        return (int(first), int(last or first))
+    except ValueError:
+        raise SystemExit(f'error: --pages wants a range like 3-7, got {text!r}')
+
+
+def cmd_index(args) -> int:
+    from .indexer import ColPaliIndex
+
+    encoder = _encoder(args, args.pool_factor)
+    store = _store(args, encoder.dim)
+    try:
+        index = ColPaliIndex(encoder, store, dpi=args.dpi, progress=not args.no_progress)
+        start = time.perf_counter()
+        report = index.add(args.paths)
+        seconds = time.perf_counter() - start
+        print(report.summary())
+        rate = report.added_pages / seconds if seconds and report.added_pages else 0.0
+        print(f'{seconds:.1f} s ({rate:.2f} pages/s; render {report.seconds["render"]:.1f} s, '
+              f'encode {report.seconds["encode"]:.1f} s, store {report.seconds["store"]:.1f} s); '
+              f'{store.count()} pages in {store.uri} [{store.collection}]')
+        return 1 if report.failures and not report.documents else 0
+    finally:
+        store.close()
+
+
+def cmd_search(args) -> int:
+    from .indexer import ColPaliIndex
+    from .retrieve.retriever import MaxSimRetriever
+
+    encoder = _encoder(args)
+    store = _store(args, encoder.dim)
+    try:
+        index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode=args.mode), progress=False)
+        filters = {'file': args.file, 'pages': _parse_pages(args.pages)}
+        start = time.perf_counter()
+        hits = index.search(args.query, args.topk, {k: v for k, v in filters.items() if v})
+        ms = (time.perf_counter() - start) * 1000
+        if args.json:
+            for hit in hits:
+                print(json.dumps(hit.to_dict(), ensure_ascii=False))
+            return 0
+        if not hits:
+            print(f'no pages found ({store.count()} pages indexed in {store.uri})')
+            return 0
+        print(f'{"rank":>4}  {"score":>8}  {"page":>4}  file')
+        for rank, hit in enumerate(hits, 1):
+            print(f'{rank:>4}  {hit.score:8.3f}  {hit.page:>4}  {hit.file_name}   [{hit.image_path}]')
+        print(f'({ms:.0f} ms over {store.count()} pages)')
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_docs(args) -> int:
+    store = _store(args)
+    try:
+        docs = store.documents()
+        for doc in docs:
+            print(f'{doc["doc_id"]}  {doc["pages"]:>5} pages  {doc["source"]}')
+        print(f'{len(docs)} documents, {sum(d["pages"] for d in docs)} pages')
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_delete(args) -> int:
+    store = _store(args)
+    try:
+        print(f'deleted {store.delete_docs(args.doc_ids)} pages')
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_make_tiny_model(args) -> int:
+    from .models.tiny import build_tiny_model
+
+    print(f'tiny random {args.family} model written to {build_tiny_model(args.family, args.out_dir)} '
+          f'(architecturally real, random weights: rankings are meaningless)')
+    return 0
+
+
+COMMANDS = {'index': cmd_index, 'search': cmd_search, 'docs': cmd_docs, 'delete': cmd_delete,
+            'make-tiny-model': cmd_make_tiny_model}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+    from . import ColPaliError  # after argparse so --help is instant
+
+    try:
+        return COMMANDS[args.command](args)
+    except ColPaliError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('interrupted: pages stored so far are kept; rerun to resume', file=sys.stderr)
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The visual index: files -> page images -> multi-vectors -> store, and queries -> ranked pages.
+
+Small on purpose (PyLate-style ``add`` / ``remove`` / ``__call__``); each step lives in its own module.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence
+
+from tqdm.auto import tqdm
+
+from .errors import DocumentError, EmptyQueryError
+from .ingest.records import (IngestFailure, IngestReport, PageRecord, RenderedPage, make_doc_id, make_page_id)
+from .ingest.render import count_pages, render_pages
+from .ingest.sources import expand_sources, file_sha256
+from .logging import LOG
+from .models.encoder import ColPaliEncoder
+from .retrieve.retriever import MaxSimRetriever, SearchHit
+from .store.base import Filters, MultiVectorStore
+
+
+class ColPaliIndex:
+    """Index PDFs and images with a ColPali-family encoder into a multi-vector store; search by MaxSim.
+
+    Re-adding a file adds nothing (page ids come from the content hash); a changed file at the same path
+    replaces its old pages once the new ones are stored; a bad file is reported and skipped.
+    """
+
+    def __init__(self, encoder: ColPaliEncoder, store: MultiVectorStore, *, dpi: int = 144, max_side: int = 2048,
+                 retriever: Optional[MaxSimRetriever] = None, progress: bool = True):
+        self.encoder = encoder
+        self.store = store
+        self.dpi = dpi
+        self.max_side = max_side
+        self.retriever = retriever or MaxSimRetriever(store)
+        self.progress = progress
+
+    # -- ingestion -------------------------------------------------------------------------------------
+    def add(self, paths: Iterable[str | Path], metadata: Optional[dict] = None) -> IngestReport:
+        report = IngestReport()
+        files, problems = expand_sources(paths)
+        report.failures.extend(IngestFailure(p, r) for p, r in problems)
+        plan = []
+        for path in files:
+            try:
+                doc_id = make_doc_id(file_sha256(path))
+                n_pages = count_pages(path)
+            except (DocumentError, OSError) as e:
+                report.failures.append(IngestFailure(str(path), getattr(e, 'reason', str(e))))
+                continue
+            wanted = [make_page_id(doc_id, n) for n in range(1, n_pages + 1)]
+            todo = self.store.missing(wanted)
+            report.skipped_pages += n_pages - len(todo)
+            report.documents.append(doc_id)
+            plan.append((path, doc_id, todo))
+        total = sum(len(todo) for _, _, todo in plan)
+        with tqdm(total=total, desc='Indexing pages', unit='page', disable=not self.progress or total == 0) as bar:
+            for path, doc_id, todo in plan:
+                if todo:
+                    try:
+                        self._add_file(path, doc_id, todo, metadata or {}, report, bar)
+                    except DocumentError as e:
+                        report.failures.append(IngestFailure(str(path), e.reason))
+                        continue
+                self._drop_older_versions(path, doc_id)
+        for failure in report.failures:
+            LOG.warning(f'Skipped {failure.path}: {failure.reason}')
+        LOG.info(report.summary().splitlines()[0])
+        return report
+
+    def _add_file(self, path: Path, doc_id: str, todo: set, metadata: dict, report: IngestReport, bar) -> None:
+        batch: List[RenderedPage] = []
+        clock = time.perf_counter()
+        for page_number, image in render_pages(path, self.dpi, self.max_side):
+            page_id = make_page_id(doc_id, page_number)
+            if page_id not in todo:
+                continue
+            record = PageRecord(page_id=page_id, doc_id=doc_id, source=str(path.resolve()), file_name=path.name,
+                                page_number=page_number, width=image.width, height=image.height,
+                                metadata=dict(metadata))
+            batch.append(RenderedPage(record, image))
+            if len(batch) >= self.encoder.batch_size:
+                report.seconds['render'] += time.perf_counter() - clock
+                self._store_batch(batch, report, bar)
+                batch, clock = [], time.perf_counter()
+        report.seconds['render'] += time.perf_counter() - clock
+        self._store_batch(batch, report, bar)
+
+    def _store_batch(self, batch: List[RenderedPage], report: IngestReport, bar) -> None:
+        if not batch:
+            return
+        clock = time.perf_counter()
+        vectors = self.encoder.encode_images([p.image for p in batch])
+        report.seconds['encode'] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        self.store.add([(p.record, v, p.image) for p, v in zip(batch, vectors)])
+        report.seconds['store'] += time.perf_counter() - clock
+        report.added_pages += len(batch)
+        bar.update(len(batch))
+
+    def _drop_older_versions(self, path: Path, doc_id: str) -> None:
+        """A file whose content changed gets a new doc_id; its old pages go once the new ones are stored."""
+        source = str(path.resolve())
+        older = {r.doc_id for r in self.store.records(self.store.page_ids({'source': source})).values()} - {doc_id}
+        if older:
+            LOG.info(f'{path} changed: replacing {len(older)} older version(s)')
+            self.store.delete_docs(sorted(older))
+
+    def remove(self, doc_ids: Sequence[str]) -> int:
+        """Delete documents (all their pages, vectors and images); returns the number of pages removed."""
+        return self.store.delete_docs(list(doc_ids))
+
+    # -- search ----------------------------------------------------------------------------------------
+    def search(self, query: str, topk: int = 5, filters: Filters = None) -> List[SearchHit]:
+        if not query or not query.strip():
+            raise EmptyQueryError('empty query: type what you are looking for')
+        vectors = self.encoder.encode_queries([query])[0]
+        return self.retriever.search_vectors(vectors, topk, filters)
+
+    __call__ = search

@@ -1,0 +1,1 @@
+"""Sources -> content hashes -> rendered pages -> page records."""

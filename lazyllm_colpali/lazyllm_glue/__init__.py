@@ -1,0 +1,1 @@
+"""LazyLLM components: embed module, document/retriever pair, reader, registered similarity."""

@@ -1,0 +1,131 @@
+"""ColPali-family encoder: pages (PIL images) and queries (text) to multi-vectors."""
+from __future__ import annotations
+
+import threading
+from typing import Callable, List, Optional, Sequence
+
+import torch
+from PIL import Image
+
+from ..errors import ModelNotFoundError
+from ..logging import LOG
+from .families import Family, detect_family, get_family
+from .loading import how_to_fix, resolve_model
+
+_DTYPES = {'float32': torch.float32, 'fp32': torch.float32, 'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16,
+           'float16': torch.float16, 'fp16': torch.float16}
+
+
+def pick_device(device: str = 'auto') -> str:
+    if device != 'auto':
+        return device
+    if torch.cuda.is_available():
+        return 'cuda'
+    if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available():
+        return 'mps'
+    return 'cpu'
+
+
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == 'auto':  # bf16 where the hardware does it well, fp32 on CPU (bf16 matmuls are slow there)
+        return torch.bfloat16 if device.startswith('cuda') else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f'dtype {dtype!r} is not one of auto, {", ".join(_DTYPES)}')
+    return _DTYPES[dtype]
+
+
+class ColPaliEncoder:
+    """Loads any colpali-engine family by hub name or local folder and embeds pages and queries.
+
+    Embeddings come back as a list of float32 CPU tensors ``(n_tokens_i, dim)``, one per input, with
+    padding removed. ``pool_factor > 1`` applies colpali-engine's hierarchical token pooling to pages.
+
+    >>> enc = ColPaliEncoder('tiny:colpali', batch_size=2)   # a tiny random model, built offline
+    >>> [tuple(v.shape)[1] for v in enc.encode_queries(['revenue in 2023', 'pump'])]
+    [128, 128]
+    """
+
+    def __init__(self, model: str, *, family: Optional[str] = None, device: str = 'auto', dtype: str = 'auto',
+                 batch_size: int = 4, query_batch_size: int = 16, pool_factor: int = 1,
+                 attn_implementation: Optional[str] = None):
+        if pool_factor < 1:
+            raise ValueError(f'pool_factor must be >= 1, got {pool_factor}')
+        self.model_name = model
+        self.family_name = family
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.batch_size = batch_size
+        self.query_batch_size = query_batch_size
+        self.pool_factor = pool_factor
+        self.attn_implementation = attn_implementation
+        self._model = None
+        self._processor = None
+        self._family: Optional[Family] = None
+        self._lock = threading.Lock()
+
+    # -- loading ---------------------------------------------------------------------------------------
+    def load(self) -> 'ColPaliEncoder':
+        with self._lock:
+            if self._model is None:
+                self._load()
+        return self
+
+    def _load(self) -> None:
+        import colpali_engine.models as cm
+
+        source, local_only = resolve_model(self.model_name)
+        family = get_family(self.family_name) if self.family_name else detect_family(source)
+        kwargs = dict(torch_dtype=self.dtype, local_files_only=local_only)
+        if self.attn_implementation:
+            kwargs['attn_implementation'] = self.attn_implementation
+        LOG.info(f'Loading {family.model_class} from {source} on {self.device} ({self.dtype})')
+        try:
+            model = getattr(cm, family.model_class).from_pretrained(source, **kwargs)
+            processor = getattr(cm, family.processor_class).from_pretrained(source, local_files_only=local_only)
+        except (OSError, ValueError) as e:
+            raise ModelNotFoundError(f'model {self.model_name!r} could not be loaded as {family.model_class} '
+                                     f'({type(e).__name__}: {str(e).splitlines()[0]}). ' + how_to_fix(self.model_name)) from e
+        self._model = model.to(self.device).eval()
+        self._processor = processor
+        self._family = family
+
+    @property
+    def model(self):
+        return self.load()._model
+
+    @property
+    def processor(self):
+        return self.load()._processor
+
+    @property
+    def family(self) -> Family:
+        return self.load()._family
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.dim)
+
+    # -- encoding --------------------------------------------------------------------------------------
+    def encode_images(self, images: Sequence[Image.Image]) -> List[torch.Tensor]:
+        out = self._encode(list(images), self.processor.process_images, self.batch_size)
+        if self.pool_factor > 1:
+            from colpali_engine.compression.token_pooling import HierarchicalTokenPooler
+
+            out = HierarchicalTokenPooler().pool_embeddings(out, pool_factor=self.pool_factor)
+            out = [t.float().contiguous() for t in out]
+        return out
+
+    def encode_queries(self, queries: Sequence[str]) -> List[torch.Tensor]:
+        return self._encode(list(queries), self.processor.process_queries, self.query_batch_size)
+
+    def _encode(self, items: list, process: Callable, batch_size: int) -> List[torch.Tensor]:
+        model = self.model
+        results: List[torch.Tensor] = []
+        for start in range(0, len(items), batch_size):
+            batch = process(items[start:start + batch_size]).to(self.device)
+            with torch.inference_mode():
+                embeddings = model(**batch)
+            mask = batch['attention_mask'].bool()
+            # Padding rows are zeroed by the model; drop them so stored pages hold real tokens only.
+            results.extend(e[m].float().cpu() for e, m in zip(embeddings, mask))
+        return results

@@ -1,0 +1,1 @@
+"""MaxSim scoring (reference + fast path) and the retriever."""

@@ -1,0 +1,74 @@
+"""MaxSim scoring: a plain reference and a fast path over packed multi-vectors.
+
+``score(q, p) = sum_i max_j <q_i, p_j>`` over a query's tokens ``i`` and a page's tokens ``j``.
+
+- :func:`maxsim_reference` is the obviously-correct definition (one page at a time, float32). Every fast
+  path is tested against it, and it matches colpali-engine's ``processor.score_multi_vector``.
+- :func:`maxsim_packed` streams pages in chunks of the packed ``(total_tokens, dim)`` tensor: one matmul
+  per chunk, a reshape-max when a chunk's pages share a length (ColPali) or a segment max otherwise
+  (ColQwen's variable lengths), so no ``(n_pages, max_len)`` padding or full similarity tensor is built.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import torch
+
+from ..store.vector_file import PackedMultiVectors
+
+
+def maxsim_reference(queries: Sequence[torch.Tensor], pages: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Scores ``(n_queries, n_pages)`` in float32, one query-page pair at a time.
+
+    >>> q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> p = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
+    >>> maxsim_reference([q], [p])   # token 1 best matches row 2 (1.0), token 2 matches row 1 (0.5)
+    tensor([[1.5000]])
+    """
+    scores = torch.empty(len(queries), len(pages), dtype=torch.float32)
+    for qi, q in enumerate(queries):
+        for pi, p in enumerate(pages):
+            scores[qi, pi] = (q.float() @ p.float().T).max(dim=1).values.sum()
+    return scores
+
+
+def _chunks(offsets: torch.Tensor, max_tokens: int) -> List[tuple]:
+    """Page ranges [a, b) whose tokens fit in ``max_tokens`` (at least one page each)."""
+    bounds, start, n = [], 0, len(offsets) - 1
+    while start < n:
+        end = int(torch.searchsorted(offsets, offsets[start] + max_tokens, right=True)) - 1
+        end = min(max(end, start + 1), n)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+def maxsim_packed(queries: Sequence[torch.Tensor], packed: PackedMultiVectors, *,
+                  chunk_tokens: int = 1 << 18, device: str = 'cpu') -> torch.Tensor:
+    """Exact scores ``(n_queries, n_pages)`` for all pages of ``packed`` (float32 accumulation)."""
+    n_pages = len(packed)
+    if not queries or n_pages == 0:
+        return torch.zeros(len(queries), n_pages)
+    compute = torch.float32 if device == 'cpu' else torch.float16  # CPU half matmuls are slow; GPU ones are not
+    lengths_q = [len(q) for q in queries]
+    q_all = torch.cat([q.to(device, compute) for q in queries])          # (sum Lq, d)
+    per_token = torch.empty(n_pages, q_all.shape[0], dtype=torch.float32, device=device)
+    page_lengths = packed.lengths
+    for a, b in _chunks(packed.offsets, chunk_tokens):
+        start, end = int(packed.offsets[a]), int(packed.offsets[b])
+        sims = packed.tokens[start:end].to(device, compute) @ q_all.T     # (chunk tokens, sum Lq)
+        lens = page_lengths[a:b]
+        if bool((lens == lens[0]).all()):
+            per_token[a:b] = sims.view(b - a, int(lens[0]), -1).amax(dim=1).float()
+        else:
+            per_token[a:b] = torch.segment_reduce(sims.float(), 'max', lengths=lens.to(device), axis=0)
+    # Sum each query's own token columns.
+    out = torch.stack([cols.sum(dim=1) for cols in per_token.split(lengths_q, dim=1)])
+    return out.cpu()
+
+
+def topk(scores: torch.Tensor, k: int) -> tuple:
+    """Top-k per row, ties broken by lower index (stable), as ``(values, indices)``."""
+    k = min(k, scores.shape[-1])
+    order = torch.sort(scores, dim=-1, descending=True, stable=True)
+    return order.values[..., :k], order.indices[..., :k]

@@ -1,0 +1,55 @@
+"""The multi-vector store interface. Backends: :class:`MilvusMultiVectorStore` (Lite file or server)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+import torch
+from PIL import Image
+
+from ..ingest.records import PageRecord
+from .vector_file import PackedMultiVectors
+
+PageItem = Tuple[PageRecord, torch.Tensor, Optional[Image.Image]]
+Filters = Optional[Mapping[str, Any]]
+
+
+class MultiVectorStore(ABC):
+    """Pages with their multi-vectors, metadata and images.
+
+    A page is visible only when all of it (vectors, image, record) is stored; ``add`` is an upsert keyed
+    by ``page_id``. ``filters`` keys: ``doc_id``, ``file`` (file name), ``source`` (path): a value or a
+    list; ``pages``: an inclusive ``(first, last)`` page range; ``page``: one page number.
+    """
+
+    dim: int
+
+    @abstractmethod
+    def add(self, items: Sequence[PageItem]) -> None: ...
+
+    @abstractmethod
+    def missing(self, page_ids: Sequence[str]) -> Set[str]: ...
+
+    @abstractmethod
+    def delete_docs(self, doc_ids: Sequence[str]) -> int: ...
+
+    @abstractmethod
+    def records(self, page_ids: Sequence[str]) -> Dict[str, PageRecord]: ...
+
+    @abstractmethod
+    def page_ids(self, filters: Filters = None) -> List[str]: ...
+
+    @abstractmethod
+    def packed(self, page_ids: Optional[Sequence[str]] = None) -> PackedMultiVectors: ...
+
+    @abstractmethod
+    def candidates(self, query: torch.Tensor, budget: int, filters: Filters = None) -> List[str]: ...
+
+    @abstractmethod
+    def documents(self) -> List[Dict[str, Any]]: ...
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+    def close(self) -> None:
+        pass

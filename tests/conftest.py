@@ -1,0 +1,68 @@
+"""Shared fixtures: an offline environment, tiny real models built from configs, real generated PDFs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / 'shared' / 'corpus' / 'real'
+
+
+from tests.helpers.pdfs import make_bad_files, make_text_pdf
+
+
+@pytest.fixture(scope='session')
+def tiny_model_dir(tmp_path_factory):
+    """Build tiny, randomly initialised but architecturally real models once per session."""
+    from lazyllm_colpali.models.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp('tiny-models')
+    built = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny_model(family, root / family)
+        return built[family]
+    return get
+
+
+@pytest.fixture(scope='session')
+def colpali_encoder(tiny_model_dir):
+    from lazyllm_colpali import ColPaliEncoder
+
+    return ColPaliEncoder(str(tiny_model_dir('colpali')), device='cpu', batch_size=2).load()
+
+
+@pytest.fixture(scope='session')
+def colqwen2_encoder(tiny_model_dir):
+    from lazyllm_colpali import ColPaliEncoder
+
+    return ColPaliEncoder(str(tiny_model_dir('colqwen2')), device='cpu', batch_size=2).load()
+
+
+@pytest.fixture(scope='session')
+def pdf_dir(tmp_path_factory):
+    """Three real born-digital PDFs (text layer) with 2, 3 and 1 pages."""
+    root = tmp_path_factory.mktemp('pdfs')
+    make_text_pdf(root / 'annual report.pdf', ['Revenue grew 12% in 2023.', 'Operating costs by region.'])
+    make_text_pdf(root / 'manual.pdf', ['Install the pump.', 'Replace the filter every month.', 'Warranty terms.'])
+    make_text_pdf(root / 'nested' / 'memo.pdf', ['Quarterly memo about hiring.'])
+    return root
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    return make_bad_files(tmp_path / 'bad')
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return str(tmp_path / 'milvus' / 'colpali.db')
+
+
+@pytest.fixture(scope='session')
+def corpus_dir():
+    if not CORPUS.is_dir():
+        pytest.skip(f'real corpus not found at {CORPUS}')
+    return CORPUS
