@@ -1,0 +1,1 @@
+"""Ready LazyLLM flows built from lazyllm_colpali components."""

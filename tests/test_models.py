@@ -1,0 +1,98 @@
+"""Encoders on tiny, randomly initialised but architecturally real models, loaded through the same
+``from_pretrained`` path users take; clear errors for models that cannot be found."""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from lazyllm_colpali import ColPaliEncoder, ModelNotFoundError, UnsupportedModelError
+from lazyllm_colpali.models.families import detect_family
+
+
+def _page(text: str) -> Image.Image:
+    image = Image.new('RGB', (612, 792), 'white')
+    ImageDraw.Draw(image).text((60, 80), text, fill='black')
+    return image
+
+
+@pytest.mark.parametrize('family, encoder', [('colpali', 'colpali_encoder'), ('colqwen2', 'colqwen2_encoder')])
+def test_tiny_models_embed_pages_and_queries(family, encoder, request):
+    enc = request.getfixturevalue(encoder)
+    assert enc.family.name == family and enc.dim == 128
+    pages = enc.encode_images([_page('Revenue 2023'), _page('Pump manual')])
+    queries = enc.encode_queries(['what was the revenue?', 'pump'])
+    for v in pages + queries:
+        assert v.dtype == torch.float32 and v.shape[1] == 128 and torch.isfinite(v).all()
+        assert torch.allclose(v.norm(dim=1), torch.ones(len(v)), atol=1e-3)   # colpali heads L2-normalise
+    assert len(pages[0]) > 500            # one vector per image patch (+ a few text tokens)
+    assert len(queries[0]) != len(queries[1])   # padding removed per query
+
+
+def test_batching_does_not_change_embeddings(colqwen2_encoder):
+    images = [_page('one'), _page('two two two'), _page('three')]
+    batched = colqwen2_encoder.encode_images(images)
+    single = [colqwen2_encoder.encode_images([im])[0] for im in images]
+    for a, b in zip(batched, single):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
+
+
+def test_token_pooling_shrinks_pages_not_queries(tiny_model_dir):
+    enc = ColPaliEncoder(str(tiny_model_dir('colpali')), device='cpu', pool_factor=3)
+    full = ColPaliEncoder(str(tiny_model_dir('colpali')), device='cpu')
+    page = _page('pooled')
+    n_full, n_pooled = len(full.encode_images([page])[0]), len(enc.encode_images([page])[0])
+    assert n_pooled == n_full // 3
+    assert len(enc.encode_queries(['q'])[0]) == len(full.encode_queries(['q'])[0])
+
+
+@pytest.mark.parametrize('family', ['colpali', 'colqwen2', 'colqwen2_5', 'colidefics3'])
+def test_family_is_detected_from_saved_config(tiny_model_dir, family):
+    folder = tiny_model_dir(family)
+    assert detect_family(str(folder)).name == family
+
+
+def test_family_detection_from_names_and_adapters(tmp_path):
+    assert detect_family('vidore/colqwen2.5-v0.2').name == 'colqwen2_5'
+    assert detect_family('vidore/colSmol-256M').name == 'colidefics3'
+    assert detect_family('vidore/colpali-v1.3').name == 'colpali'
+    adapter = tmp_path / 'my-finetune'
+    adapter.mkdir()
+    (adapter / 'adapter_config.json').write_text(json.dumps({'base_model_name_or_path': 'vidore/colqwen2-base'}))
+    assert detect_family(str(adapter)).name == 'colqwen2'
+    with pytest.raises(UnsupportedModelError, match='--family'):
+        detect_family('someone/unknown-model')
+
+
+def test_hub_name_offline_fails_fast_naming_the_model_and_the_fix():
+    start = time.perf_counter()
+    with pytest.raises(ModelNotFoundError) as info:
+        ColPaliEncoder('vidore/colqwen2-v1.0').load()
+    assert time.perf_counter() - start < 10
+    message = str(info.value)
+    assert 'vidore/colqwen2-v1.0' in message and '--model ./models/' in message and 'tiny:' in message
+
+
+def test_missing_folder_and_unloadable_folder_are_clear(tmp_path):
+    with pytest.raises(ModelNotFoundError, match='does not exist'):
+        ColPaliEncoder(str(tmp_path / 'no-such-model')).load()
+    broken = tmp_path / 'colqwen2-broken'
+    broken.mkdir()
+    (broken / 'config.json').write_text(json.dumps({'architectures': ['ColQwen2']}))
+    with pytest.raises(ModelNotFoundError, match='could not be loaded as ColQwen2'):
+        ColPaliEncoder(str(broken)).load()
+
+
+def test_unreachable_hub_without_offline_mode_fails_in_seconds(tmp_path):
+    # No HF_HUB_OFFLINE: the probe must still answer quickly (the hub points at a closed local port).
+    env = {k: v for k, v in __import__('os').environ.items() if k not in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')}
+    env['HF_ENDPOINT'] = 'http://127.0.0.1:9'
+    code = ('import lazyllm_colpali as lc\ntry:\n    lc.ColPaliEncoder("vidore/colpali-v1.3").load()\n'
+            'except lc.ModelNotFoundError as e:\n    print("CLEAR", e)\n')
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120)
+    assert 'CLEAR' in out.stdout and 'cannot be reached' in out.stdout, out.stderr[-2000:]
+    assert time.perf_counter() - start < 60
