@@ -101,7 +101,8 @@ def test_colqwen2_variable_length_pages(colqwen2_encoder, db_path, pdf_dir, tmp_
     wide = make_text_pdf(tmp_path / 'wide.pdf', ['landscape slide'], size=(792, 400))
     store = MilvusMultiVectorStore(db_path, dim=colqwen2_encoder.dim)
     index = ColPaliIndex(colqwen2_encoder, store, dpi=50, progress=False)
-    index.add([pdf_dir / 'memo.pdf', wide])
+    report = index.add([pdf_dir / 'nested' / 'memo.pdf', wide])
+    assert report.failures == []
     lengths = store.packed().lengths.tolist()
     assert len(set(lengths)) == 2                 # ColQwen2 page length follows the aspect ratio
     assert len(index.search('slide', topk=2)) == 2

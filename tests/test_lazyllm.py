@@ -73,8 +73,8 @@ def test_parallel_visual_and_text_arms(colpali_doc, pdf_dir):
         with parallel().asdict as ppl.arms:
             ppl.arms.visual = ColPaliRetriever(colpali_doc, topk=2)
             ppl.arms.text = Retriever(text_doc, group_name='CoarseChunk', similarity='bm25', topk=1)
-        ppl.merge = lambda visual, text: {'pages': [(n.metadata['file_name'], n.metadata['page']) for n in visual],
-                                          'text': [n.get_text() for n in text]}
+        ppl.merge = lambda arms: {'pages': [(n.metadata['file_name'], n.metadata['page']) for n in arms['visual']],
+                                  'text': [n.get_text() for n in arms['text']]}
     out = ppl('Replace the filter every month')
     assert len(out['pages']) == 2 and 'filter' in out['text'][0].lower()
 

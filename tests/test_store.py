@@ -38,6 +38,19 @@ def test_add_reopen_and_read_back(db_path):
     store.close()
 
 
+def test_reopen_in_a_new_process_loads_the_collection(db_path):
+    import subprocess
+    import sys
+    store = MilvusMultiVectorStore(db_path, dim=16)
+    store.add([_item('aaaa', 1), _item('aaaa', 2)])
+    store.close()
+    code = ('import lazyllm_colpali as lc, sys\n'
+            's = lc.MilvusMultiVectorStore(sys.argv[1])\n'
+            'print("COUNT", s.count(), len(s.page_ids({"pages": (2, 2)})))\n')
+    out = subprocess.run([sys.executable, '-c', code, db_path], capture_output=True, text=True, timeout=120)
+    assert 'COUNT 2 1' in out.stdout, out.stderr[-2000:]
+
+
 def test_upsert_is_idempotent_and_missing_reports_only_new_pages(db_path):
     store = MilvusMultiVectorStore(db_path, dim=16)
     store.add([_item('aaaa', 1), _item('aaaa', 2)])

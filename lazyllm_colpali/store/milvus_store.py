@@ -32,6 +32,30 @@ _RECORD_FIELDS = ['page_id', 'doc_id', 'source', 'file_name', 'page', 'width', '
 _MAX_SEARCH_LIMIT = 16384  # Milvus's topk ceiling
 
 
+_LITE_USERS: Dict[str, int] = {}   # open stores per Milvus Lite path in this process
+_LITE_USERS_LOCK = threading.Lock()
+
+
+def _lite_acquire(path: str) -> None:
+    with _LITE_USERS_LOCK:
+        _LITE_USERS[path] = _LITE_USERS.get(path, 0) + 1
+
+
+def _lite_release(path: str) -> None:
+    # Milvus Lite runs one embedded server per file and keeps its lock until the server stops; closing a
+    # client does not stop it. Stop it when our last store on that file closes, so other processes can open it.
+    with _LITE_USERS_LOCK:
+        _LITE_USERS[path] = _LITE_USERS.get(path, 1) - 1
+        if _LITE_USERS[path] > 0:
+            return
+        del _LITE_USERS[path]
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:
+        return
+    server_manager_instance.release_server(path)
+
+
 def is_remote_uri(uri: str) -> bool:
     return urlparse(uri).scheme in _REMOTE_SCHEMES
 
@@ -106,7 +130,10 @@ class MilvusMultiVectorStore(MultiVectorStore):
         if db_name:
             kwargs['db_name'] = db_name
         try:
-            return MilvusClient(**kwargs)
+            client = MilvusClient(**kwargs)
+            if not self.remote:
+                _lite_acquire(kwargs['uri'])
+            return client
         except Exception as e:  # pymilvus raises several types (MilvusException, grpc errors, OSError)
             hint = ('is the server running and reachable?' if self.remote else
                     'is another process (an indexer or server) using this file? Milvus Lite allows one process')
@@ -130,6 +157,8 @@ class MilvusMultiVectorStore(MultiVectorStore):
                 raise DimensionMismatchError(
                     f'collection {self.collection!r} in {self.uri!r} holds {stored}-dim vectors but the model gives '
                     f'{dim}-dim vectors; use the model it was built with, or another --collection')
+            # A collection reopened by a new process (or on a restarted server) starts released.
+            self._call('load_collection', client.load_collection, self.collection)
             return stored
         if dim is None:
             raise StoreError(f'collection {self.collection!r} does not exist in {self.uri!r}; index some files first')
@@ -273,7 +302,12 @@ class MilvusMultiVectorStore(MultiVectorStore):
     def close(self) -> None:
         with self._lock:
             self.vectors.close()
+            if self._client is None:
+                return
             try:
                 self._client.close()
+                if not self.remote:
+                    _lite_release(str(Path(self.uri).expanduser()))
             except Exception as e:  # closing must not mask the caller's own error
                 LOG.warning(f'closing Milvus client for {self.uri}: {e}')
+            self._client = None
