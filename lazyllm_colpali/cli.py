@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from typing import List, Optional
 
 EPILOG = '''examples:
@@ -76,11 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
 def _store(args, dim: Optional[int] = None):
     from .settings import DEFAULT_COLLECTION
     from .store.milvus_store import MilvusMultiVectorStore
 
-    return MilvusMultiVectorStore(args.db, args.collection or DEFAULT_COLLECTION, dim=dim, data_dir=args.data_dir)
+    store = MilvusMultiVectorStore(args.db, args.collection or DEFAULT_COLLECTION, dim=dim, data_dir=args.data_dir)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _encoder(args, pool_factor: int = 1):
@@ -105,8 +111,7 @@ def cmd_index(args) -> int:
     from .indexer import ColPaliIndex
 
     encoder = _encoder(args, args.pool_factor)
-    store = _store(args, encoder.dim)
-    try:
+    with _store(args, encoder.dim) as store:
         index = ColPaliIndex(encoder, store, dpi=args.dpi, progress=not args.no_progress)
         start = time.perf_counter()
         report = index.add(args.paths)
@@ -117,8 +122,6 @@ def cmd_index(args) -> int:
               f'encode {report.seconds["encode"]:.1f} s, store {report.seconds["store"]:.1f} s); '
               f'{store.count()} pages in {store.uri} [{store.collection}]')
         return 1 if report.failures and not report.documents else 0
-    finally:
-        store.close()
 
 
 def cmd_search(args) -> int:
@@ -126,8 +129,7 @@ def cmd_search(args) -> int:
     from .retrieve.retriever import MaxSimRetriever
 
     encoder = _encoder(args)
-    store = _store(args, encoder.dim)
-    try:
+    with _store(args, encoder.dim) as store:
         index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode=args.mode), progress=False)
         filters = {'file': args.file, 'pages': _parse_pages(args.pages)}
         start = time.perf_counter()
@@ -145,29 +147,21 @@ def cmd_search(args) -> int:
             print(f'{rank:>4}  {hit.score:8.3f}  {hit.page:>4}  {hit.file_name}   [{hit.image_path}]')
         print(f'({ms:.0f} ms over {store.count()} pages)')
         return 0
-    finally:
-        store.close()
 
 
 def cmd_docs(args) -> int:
-    store = _store(args)
-    try:
+    with _store(args) as store:
         docs = store.documents()
         for doc in docs:
             print(f'{doc["doc_id"]}  {doc["pages"]:>5} pages  {doc["source"]}')
-        print(f'{len(docs)} documents, {sum(d["pages"] for d in docs)} pages')
-        return 0
-    finally:
-        store.close()
+    print(f'{len(docs)} documents, {sum(d["pages"] for d in docs)} pages')
+    return 0
 
 
 def cmd_delete(args) -> int:
-    store = _store(args)
-    try:
+    with _store(args) as store:
         print(f'deleted {store.delete_docs(args.doc_ids)} pages')
-        return 0
-    finally:
-        store.close()
+    return 0
 
 
 def cmd_make_tiny_model(args) -> int:

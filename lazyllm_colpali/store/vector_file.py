@@ -132,18 +132,15 @@ class LocalVectorFile:
             self._version += 1
 
     def delete_pages(self, page_ids: Iterable[str]) -> int:
-        ids = list(page_ids)
-        with self._lock, self._db:
-            self._db.execute('BEGIN')
-            n = sum(self._db.execute('DELETE FROM pages WHERE page_id = ?', (p,)).rowcount for p in ids)
-            self._version += 1
-        return n
+        return self._delete('page_id', page_ids)
 
     def delete_docs(self, doc_ids: Iterable[str]) -> int:
-        ids = list(doc_ids)
+        return self._delete('doc_id', doc_ids)
+
+    def _delete(self, column: str, values: Iterable[str]) -> int:
         with self._lock, self._db:
             self._db.execute('BEGIN')
-            n = sum(self._db.execute('DELETE FROM pages WHERE doc_id = ?', (d,)).rowcount for d in ids)
+            n = sum(self._db.execute(f'DELETE FROM pages WHERE {column} = ?', (v,)).rowcount for v in list(values))
             self._version += 1
         return n
 
