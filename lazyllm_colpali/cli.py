@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -172,6 +173,8 @@ def cmd_make_tiny_model(args) -> int:
     return 0
 
 
+_NOISY_LOGGERS = ('milvus_lite', 'faiss', 'faiss.loader', 'root', 'pymilvus')
+
 COMMANDS = {'index': cmd_index, 'search': cmd_search, 'docs': cmd_docs, 'delete': cmd_delete,
             'make-tiny-model': cmd_make_tiny_model}
 
@@ -180,6 +183,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
     from . import ColPaliError  # after argparse so --help is instant
+
+    for name in _NOISY_LOGGERS:  # their INFO lines (server ports, faiss loading) bury the results
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     try:
         return COMMANDS[args.command](args)

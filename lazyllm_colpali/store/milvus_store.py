@@ -224,9 +224,14 @@ class MilvusMultiVectorStore(MultiVectorStore):
 
     # -- reads -----------------------------------------------------------------------------------------
     def _query(self, expr: str, fields: List[str]) -> List[Dict[str, Any]]:
+        # One bounded query covers most calls; the iterator (slower, noisier on Lite) only for bigger results.
+        rows = self._call('query', self._client.query, self.collection, filter=expr, output_fields=fields,
+                          limit=_MAX_SEARCH_LIMIT)
+        if len(rows) < _MAX_SEARCH_LIMIT:
+            return list(rows)
         iterator = self._call('query', self._client.query_iterator, self.collection, batch_size=4096,
                               filter=expr, output_fields=fields)
-        rows: List[Dict[str, Any]] = []
+        rows = []
         try:
             while True:
                 batch = self._call('query', iterator.next)
