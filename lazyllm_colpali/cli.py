@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('-k', '--topk', type=int, default=5, help='number of pages (default: 5)')
     p.add_argument('--file', action='append', help='only pages of this file name (repeatable)')
     p.add_argument('--pages', default=None, help='only this page range, e.g. 3-7')
-    p.add_argument('--mode', default='auto', choices=['auto', 'exact', 'candidates'],
-                   help='exact MaxSim over all pages, or Milvus candidates + exact rerank (default: auto)')
+    p.add_argument('--mode', default='auto', choices=['auto', 'exact', 'candidates', 'centroids'],
+                   help='exact: MaxSim over every page; candidates: Milvus pooled-vector candidates; centroids: '
+                        'centroid index candidates; both rerank exactly. auto: exact up to 20k pages (default)')
     p.add_argument('--json', action='store_true', help='print JSON lines instead of a table')
     _add_model_args(p)
     _add_store_args(p)

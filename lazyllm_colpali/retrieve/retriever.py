@@ -1,6 +1,7 @@
-"""The MaxSim retriever: optional candidate generation in the store, then exact MaxSim rerank."""
+"""The MaxSim retriever: optional candidate generation, then exact MaxSim rerank."""
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -8,7 +9,11 @@ import torch
 
 from ..errors import EmptyQueryError
 from ..store.base import Filters, MultiVectorStore
+from ..store.vector_file import PackedMultiVectors
+from .candidates import CentroidIndex
 from .maxsim import maxsim_packed, topk
+
+MODES = ('auto', 'exact', 'candidates', 'centroids')
 
 
 @dataclass
@@ -27,41 +32,96 @@ class SearchHit:
 
 
 class MaxSimRetriever:
-    """Ranks pages by exact MaxSim.
+    """Ranks pages by exact MaxSim, over every page or over candidates.
 
-    ``mode='exact'`` scores every (filtered) page: exact by construction. ``mode='candidates'`` asks the
-    store for ``candidate_budget`` pages first (approximate), then scores those exactly; it is exact
-    whenever the budget covers the collection. ``mode='auto'`` is exact up to ``exact_max_pages`` pages.
+    Modes: ``exact`` scores every (filtered) page: exact by construction. ``candidates`` asks the store
+    (Milvus ANN over pooled page vectors) for ``candidate_budget`` pages; ``centroids`` uses an in-memory
+    centroid inverted index (PLAID-style, see :mod:`.candidates`); both then score their candidates exactly
+    and are exact whenever the budget covers the collection. ``auto`` is exact up to ``exact_max_pages``
+    pages and ``centroids`` beyond (measured in benchmarks/bench_maxsim.py).
+
+    On CPU the collection is scored from a float32 copy kept in memory while it fits in
+    ``cache_bytes`` (half-precision matmuls and fp16->fp32 conversion are slow on CPUs); on CUDA the
+    fp16 tensor is streamed to the GPU as is.
     """
 
     def __init__(self, store: MultiVectorStore, *, mode: str = 'auto', candidate_budget: int = 256,
-                 exact_max_pages: int = 20000, device: str = 'cpu'):
-        if mode not in ('auto', 'exact', 'candidates'):
-            raise ValueError(f"mode must be 'auto', 'exact' or 'candidates', got {mode!r}")
+                 exact_max_pages: int = 20000, device: str = 'cpu', cache_bytes: int = 8 << 30,
+                 nprobe: int = 4):
+        if mode not in MODES:
+            raise ValueError(f'mode must be one of {", ".join(MODES)}, got {mode!r}')
         self.store = store
         self.mode = mode
         self.candidate_budget = candidate_budget
         self.exact_max_pages = exact_max_pages
         self.device = device
+        self.cache_bytes = cache_bytes
+        self.nprobe = nprobe
+        self._lock = threading.Lock()
+        self._source: Optional[PackedMultiVectors] = None
+        self._scoring: Optional[PackedMultiVectors] = None
+        self._centroids: Optional[CentroidIndex] = None
+        self._indexed: Optional[PackedMultiVectors] = None
 
-    def _use_candidates(self) -> bool:
+    def _collection(self) -> PackedMultiVectors:
+        """All pages in the layout used for scoring; rebuilt only when the store's contents change."""
+        with self._lock:
+            packed = self.store.packed()
+            if packed is not self._source:
+                self._source = packed
+                fits = packed.tokens.numel() * 4 <= self.cache_bytes
+                self._scoring = packed if self.device != 'cpu' or not fits else \
+                    PackedMultiVectors(packed.page_ids, packed.tokens.float(), packed.offsets)
+            return self._scoring
+
+    def _centroid_index(self, packed: PackedMultiVectors) -> CentroidIndex:
+        # Trained once; later changes only assign the new pages (see CentroidIndex.sync).
+        with self._lock:
+            if self._centroids is None:
+                self._centroids = CentroidIndex(nprobe=self.nprobe).build(packed)
+                self._indexed = packed
+            elif self._indexed is not packed:
+                self._centroids.sync(packed)
+                self._indexed = packed
+            return self._centroids
+
+    def _effective_mode(self, n_pages: int) -> str:
         if self.mode == 'auto':
-            return self.store.count() > self.exact_max_pages
-        return self.mode == 'candidates'
+            return 'exact' if n_pages <= self.exact_max_pages else 'centroids'
+        return self.mode
+
+    def _page_indices(self, query: torch.Tensor, packed: PackedMultiVectors, filters: Filters) -> Optional[List[int]]:
+        """Which pages to score exactly (None: all of them)."""
+        mode = self._effective_mode(len(packed))
+        allowed: Optional[Sequence[str]] = self.store.page_ids(filters) if filters else None
+        if mode == 'exact':
+            chosen = allowed
+        elif mode == 'candidates':
+            chosen = self.store.candidates(query, self.candidate_budget, filters)
+        else:
+            indices = self._centroid_index(packed).candidates(query, self.candidate_budget if not allowed else
+                                                              len(packed)).tolist()
+            chosen = [packed.page_ids[i] for i in indices]
+            if allowed is not None:
+                keep = set(allowed)
+                chosen = [p for p in chosen if p in keep][:self.candidate_budget]
+        if chosen is None:
+            return None
+        position = {p: i for i, p in enumerate(packed.page_ids)}
+        return [position[p] for p in chosen if p in position]
 
     def search_vectors(self, query: torch.Tensor, topk_: int = 5, filters: Filters = None) -> List[SearchHit]:
         if query.ndim != 2 or query.shape[0] == 0:
             raise EmptyQueryError('the query produced no vectors; give a non-empty query')
-        if self._use_candidates():
-            page_ids: Optional[Sequence[str]] = self.store.candidates(query, self.candidate_budget, filters)
-        else:
-            page_ids = self.store.page_ids(filters) if filters else None
-        packed = self.store.packed(page_ids)
+        packed = self._collection()
+        indices = self._page_indices(query, packed, filters)
+        if indices is not None:
+            packed = packed.subset(indices)
         if len(packed) == 0:
             return []
         scores = maxsim_packed([query], packed, device=self.device)[0]
-        values, indices = topk(scores, topk_)
-        chosen = [packed.page_ids[int(i)] for i in indices]
+        values, order = topk(scores, topk_)
+        chosen = [packed.page_ids[int(i)] for i in order]
         records = self.store.records(chosen)
         return [SearchHit(page_id=r.page_id, doc_id=r.doc_id, source=r.source, file_name=r.file_name,
                           page=r.page_number, score=float(v), image_path=r.image_path, metadata=r.metadata)

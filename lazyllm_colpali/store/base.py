@@ -40,7 +40,8 @@ class MultiVectorStore(ABC):
     def page_ids(self, filters: Filters = None) -> List[str]: ...
 
     @abstractmethod
-    def packed(self, page_ids: Optional[Sequence[str]] = None) -> PackedMultiVectors: ...
+    def packed(self) -> PackedMultiVectors:
+        """Every visible page's vectors (the same object until the store changes, so callers can cache)."""
 
     @abstractmethod
     def candidates(self, query: torch.Tensor, budget: int, filters: Filters = None) -> List[str]: ...

@@ -264,12 +264,8 @@ class MilvusMultiVectorStore(MultiVectorStore):
     def page_ids(self, filters: Filters = None) -> List[str]:
         return [r['page_id'] for r in self._query(filter_expression(filters), ['page_id'])]
 
-    def packed(self, page_ids: Optional[Sequence[str]] = None) -> PackedMultiVectors:
-        everything = self.vectors.packed()
-        if page_ids is None:
-            return everything
-        position = {p: i for i, p in enumerate(everything.page_ids)}
-        return everything.subset([position[p] for p in page_ids if p in position])
+    def packed(self) -> PackedMultiVectors:
+        return self.vectors.packed()
 
     def candidates(self, query: torch.Tensor, budget: int, filters: Filters = None) -> List[str]:
         """Approximate stage: each query token searches the pooled page vectors; pages are ranked by the sum

@@ -1,0 +1,215 @@
+"""MaxSim search paths side by side on synthetic ColPali-shaped multi-vectors.
+
+For each collection size: query latency p50/p95 and queries/s of every path, recall@10 against
+exhaustive exact MaxSim (float32, computed in the same run), and bytes per page in memory / on disk.
+
+Paths: our exact fast path (float32 cache; fp16 streamed), colpali-engine's ``score_multi_vector``,
+a byaldi-style per-page loop, int8 and binary (sign) codes, binary candidates + exact rerank, the
+centroid index + exact rerank, Milvus Lite pooled-vector candidates + exact rerank (our store and
+retriever), and hierarchical token pooling (factor 2 and 3, on a subset: it costs ~0.26 s/page).
+
+    python benchmarks/bench_maxsim.py --sizes 1000,10000 --out benchmarks/results/maxsim.json
+    python benchmarks/bench_maxsim.py --sizes 300 --tokens 64 --queries 4 --pool-pages 20   # smoke
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lazyllm_colpali  # noqa: E402,F401  (environment fixes before colpali_engine)
+from synthetic import make_pages, make_queries  # noqa: E402
+
+from lazyllm_colpali import MaxSimRetriever, MilvusMultiVectorStore, PageRecord  # noqa: E402
+from lazyllm_colpali.retrieve.candidates import CentroidIndex  # noqa: E402
+from lazyllm_colpali.retrieve.compression import compress, token_bytes  # noqa: E402
+from lazyllm_colpali.retrieve.maxsim import maxsim_packed  # noqa: E402
+from lazyllm_colpali.store.vector_file import PackedMultiVectors  # noqa: E402
+
+K = 10
+
+
+def percentile(values: List[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def recall_at_k(found: List[List[int]], truth: torch.Tensor) -> float:
+    return statistics.mean(len(set(f[:K]) & set(t.tolist())) / K for f, t in zip(found, truth))
+
+
+def time_queries(search: Callable[[torch.Tensor], List[int]], queries: List[torch.Tensor]) -> Dict:
+    search(queries[0])  # warm-up: caches, lazy builds
+    found, times = [], []
+    for q in queries:
+        start = time.perf_counter()
+        found.append(search(q))
+        times.append((time.perf_counter() - start) * 1000)
+    return {'found': found, 'p50_ms': percentile(times, 50), 'p95_ms': percentile(times, 95),
+            'qps': 1000 / statistics.mean(times), 'queries': len(queries)}
+
+
+def top_indices(scores: torch.Tensor) -> List[int]:
+    return scores.topk(min(K, len(scores))).indices.tolist()
+
+
+def rerank(packed: PackedMultiVectors, query: torch.Tensor, candidates: List[int]) -> List[int]:
+    scores = maxsim_packed([query], packed.subset(candidates))[0]
+    return [candidates[i] for i in top_indices(scores)]
+
+
+def colpali_engine_path(pages: List[torch.Tensor]) -> Callable:
+    from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
+
+    return lambda q: top_indices(BaseVisualRetrieverProcessor.score_multi_vector([q], pages, batch_size=128,
+                                                                                   device='cpu')[0])
+
+
+def byaldi_loop_path(pages: List[torch.Tensor]) -> Callable:
+    # byaldi keeps a list of per-page tensors in memory and scores them one by one.
+    return lambda q: top_indices(torch.stack([(q @ p.T).max(dim=1).values.sum() for p in pages]))
+
+
+def milvus_path(packed: PackedMultiVectors, workdir: Path, budget: int):
+    store = MilvusMultiVectorStore(str(workdir / 'bench.db'), dim=packed.tokens.shape[1], data_dir=workdir / 'data')
+    start = time.perf_counter()
+    for a in range(0, len(packed), 500):
+        store.add([(PageRecord(page_id=packed.page_ids[i], doc_id=f'd{i // 100}', source='synthetic',
+                               file_name=f'd{i // 100}.pdf', page_number=i % 100 + 1, width=0, height=0),
+                    packed.page(i), None) for i in range(a, min(a + 500, len(packed)))])
+    build_s = time.perf_counter() - start
+    retriever = MaxSimRetriever(store, mode='candidates', candidate_budget=budget)
+    position = {p: i for i, p in enumerate(packed.page_ids)}
+    search = lambda q: [position[h.page_id] for h in retriever.search_vectors(q.float(), K)]  # noqa: E731
+    disk = sum(store.storage_bytes().values())
+    return store, search, build_s, disk
+
+
+def run_size(n: int, args, workdir: Path) -> List[Dict]:
+    corpus = make_pages(n, args.tokens, variable=args.variable, seed=0)
+    fp16 = corpus.pages
+    fp32 = compress(fp16, 'float32')
+    queries = make_queries(corpus, args.queries, query_tokens=args.query_tokens)
+    slow_queries = queries[:args.slow_queries]
+    truth = maxsim_packed(queries, fp32).topk(min(K, n), dim=1).indices
+    truth_slow = truth[:len(slow_queries)]
+    disk_fp16 = 2 * fp16.tokens.shape[1]
+    rows = []
+
+    def add(path: str, result: Dict, mem_bytes: float, disk_bytes: float, truth_rows=truth, build_s=0.0, note=''):
+        rows.append({'pages': n, 'path': path, 'p50_ms': result['p50_ms'], 'p95_ms': result['p95_ms'],
+                     'qps': result['qps'], 'recall@10': recall_at_k(result['found'], truth_rows),
+                     'mem_bytes_per_page': mem_bytes / n, 'disk_bytes_per_page': disk_bytes / n,
+                     'build_s': build_s, 'queries': result['queries'], 'note': note})
+        print(f'  {path:<38} p50 {result["p50_ms"]:9.1f} ms  recall@10 {rows[-1]["recall@10"]:.3f}', flush=True)
+
+    tokens = int(fp16.offsets[-1])
+    add('exact fp32 cache (ours, reference)', time_queries(lambda q: top_indices(maxsim_packed([q], fp32)[0]), queries),
+        token_bytes(fp32), tokens * disk_fp16)
+    add('exact fp16 streamed (ours)', time_queries(lambda q: top_indices(maxsim_packed([q], fp16)[0]), slow_queries),
+        token_bytes(fp16), tokens * disk_fp16, truth_slow)
+    pages32 = fp32.unpack()
+    add('colpali-engine score_multi_vector', time_queries(colpali_engine_path(pages32), slow_queries),
+        token_bytes(fp32), tokens * disk_fp16, truth_slow)
+    add('byaldi-style per-page loop', time_queries(byaldi_loop_path(pages32), slow_queries),
+        token_bytes(fp32), tokens * disk_fp16, truth_slow)
+    int8 = compress(fp16, 'int8')
+    add('int8 codes, exhaustive', time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), slow_queries),
+        token_bytes(int8), token_bytes(int8), truth_slow)
+    binary = compress(fp16, 'binary')
+    for budget in args.budgets:
+        add(f'binary candidates + rerank@{budget}',
+            time_queries(lambda q: rerank(fp32, q, maxsim_packed([q], binary)[0].topk(min(budget, n)).indices.tolist()),
+                         slow_queries), token_bytes(binary) + token_bytes(fp32), token_bytes(binary) + tokens * disk_fp16,
+            truth_slow, note='memory: binary codes + float32 rerank cache')
+    start = time.perf_counter()
+    index = CentroidIndex(nprobe=args.nprobe).build(fp16)
+    build_s = time.perf_counter() - start
+    for budget in args.budgets:
+        add(f'centroids (k={len(index.centroids)}, nprobe={args.nprobe}) + rerank@{budget}',
+            time_queries(lambda q: rerank(fp32, q, index.candidates(q, budget).tolist()), queries),
+            index.nbytes + token_bytes(fp32), index.nbytes + tokens * disk_fp16, build_s=build_s,
+            note='memory: index + float32 rerank cache')
+    if not args.no_milvus:
+        store, search, build_s, disk = milvus_path(fp16, workdir / f'milvus_{n}', args.budgets[-1])
+        add(f'milvus lite pooled candidates + rerank@{args.budgets[-1]}', time_queries(search, queries),
+            token_bytes(fp32), disk, build_s=build_s, note='our store + retriever, mode=candidates')
+        store.close()
+    if args.pool_pages:
+        rows.extend(pooling_rows(fp32, queries, min(args.pool_pages, n)))
+    return rows
+
+
+def pooling_rows(fp32: PackedMultiVectors, queries: List[torch.Tensor], m: int) -> List[Dict]:
+    from colpali_engine.compression.token_pooling import HierarchicalTokenPooler
+
+    subset = fp32.subset(list(range(m)))
+    truth = maxsim_packed(queries, subset).topk(min(K, m), dim=1).indices
+    rows = []
+    for factor in (2, 3):
+        start = time.perf_counter()
+        pooled = HierarchicalTokenPooler().pool_embeddings(subset.unpack(), pool_factor=factor)
+        pool_s = (time.perf_counter() - start) / m
+        packed = PackedMultiVectors.from_list(subset.page_ids, [p.float() for p in pooled])
+        result = time_queries(lambda q: top_indices(maxsim_packed([q], packed)[0]), queries)
+        rows.append({'pages': m, 'path': f'token pooling x{factor} (subset)', 'p50_ms': result['p50_ms'],
+                     'p95_ms': result['p95_ms'], 'qps': result['qps'],
+                     'recall@10': recall_at_k(result['found'], truth),
+                     'mem_bytes_per_page': token_bytes(packed) / m, 'disk_bytes_per_page': token_bytes(packed) / 2 / m,
+                     'build_s': pool_s * m, 'queries': result['queries'],
+                     'note': f'{pool_s:.2f} s/page to pool; recall vs exact on the same {m} pages'})
+        print(f'  {rows[-1]["path"]:<38} p50 {result["p50_ms"]:9.1f} ms  recall@10 {rows[-1]["recall@10"]:.3f}')
+    return rows
+
+
+def print_table(rows: List[Dict]) -> None:
+    print(f'\n{"pages":>7}  {"path":<48}{"p50 ms":>9}{"p95 ms":>9}{"q/s":>8}{"R@10":>7}'
+          f'{"mem KiB/pg":>11}{"disk KiB/pg":>12}{"build s":>9}')
+    for r in rows:
+        print(f'{r["pages"]:>7}  {r["path"]:<48}{r["p50_ms"]:>9.1f}{r["p95_ms"]:>9.1f}{r["qps"]:>8.2f}'
+              f'{r["recall@10"]:>7.3f}{r["mem_bytes_per_page"] / 1024:>11.1f}{r["disk_bytes_per_page"] / 1024:>12.1f}'
+              f'{r["build_s"]:>9.1f}')
+
+
+def main(argv=None) -> Dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sizes', default='1000,10000')
+    parser.add_argument('--tokens', type=int, default=1030, help='tokens per page (ColPali: 1030)')
+    parser.add_argument('--variable', action='store_true', help='ColQwen2-like variable page lengths')
+    parser.add_argument('--queries', type=int, default=20)
+    parser.add_argument('--slow-queries', type=int, default=3, help='queries for the slow exhaustive paths')
+    parser.add_argument('--query-tokens', type=int, default=20)
+    parser.add_argument('--budgets', default='100,256', help='candidate budgets for rerank paths')
+    parser.add_argument('--nprobe', type=int, default=4)
+    parser.add_argument('--pool-pages', type=int, default=200, help='pages to pool for the pooling rows (0: skip)')
+    parser.add_argument('--no-milvus', action='store_true')
+    parser.add_argument('--out', default='benchmarks/results/maxsim.json')
+    args = parser.parse_args(argv)
+    args.budgets = [int(b) for b in args.budgets.split(',')]
+    torch.manual_seed(0)
+    rows: List[Dict] = []
+    with tempfile.TemporaryDirectory(prefix='bench_maxsim_') as work:
+        for n in (int(s) for s in args.sizes.split(',')):
+            print(f'{n} pages x {args.tokens} tokens ({"variable" if args.variable else "fixed"}), '
+                  f'{torch.get_num_threads()} threads', flush=True)
+            rows.extend(run_size(n, args, Path(work)))
+    print_table(rows)
+    result = {'args': {k: v for k, v in vars(args).items()}, 'torch_threads': torch.get_num_threads(), 'rows': rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f'JSON written to {args.out}')
+    return result
+
+
+if __name__ == '__main__':
+    main()

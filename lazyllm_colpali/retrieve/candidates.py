@@ -1,0 +1,101 @@
+"""Candidate generation that does not touch every token at query time (PLAID-style centroid interaction).
+
+Build: k-means centroids over a sample of tokens; every token is assigned to its nearest centroid and each
+page keeps the *set* of centroids its tokens fall in (an inverted list centroid -> pages).
+Query: each query token probes its ``nprobe`` best centroids; a page's approximate score is
+``sum_i max_{c in probe(i) & cents(page)} <q_i, c>``, computed only over the probed inverted lists.
+The best ``budget`` pages are then scored exactly (rerank), so results are exact MaxSim over candidates.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import torch
+
+from ..store.vector_file import PackedMultiVectors
+
+
+def kmeans(sample: torch.Tensor, k: int, iters: int = 10, seed: int = 0) -> torch.Tensor:
+    """Spherical k-means (cosine) on ``sample``; returns unit centroids ``(k, dim)``."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.normalize(sample.float(), dim=1)
+    centroids = x[torch.randperm(len(x), generator=generator)[:k]].clone()
+    for _ in range(iters):
+        assign = (x @ centroids.T).argmax(dim=1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).unsqueeze(1)
+        empty = counts.squeeze(1) == 0   # re-seed empty clusters with random points
+        sums[empty] = x[torch.randint(len(x), (int(empty.sum()),), generator=generator)]
+        centroids = torch.nn.functional.normalize(sums, dim=1)
+    return centroids
+
+
+class CentroidIndex:
+    """In-memory centroid inverted index over a :class:`PackedMultiVectors`, kept in step incrementally:
+    :meth:`sync` assigns only pages it has not seen (one ``(tokens x k)`` matmul per new page) and drops
+    deleted ones; the inverted lists are rebuilt from per-page centroid sets, which needs no matmul."""
+
+    def __init__(self, n_centroids: Optional[int] = None, nprobe: int = 4, sample_tokens: int = 1 << 17,
+                 chunk_tokens: int = 1 << 18, seed: int = 0):
+        self.n_centroids = n_centroids
+        self.nprobe = nprobe
+        self.sample_tokens = sample_tokens
+        self.chunk_tokens = chunk_tokens
+        self.seed = seed
+        self.centroids: Optional[torch.Tensor] = None
+        self._page_centroids: Dict[str, torch.Tensor] = {}
+
+    def build(self, packed: PackedMultiVectors) -> 'CentroidIndex':
+        """Train centroids on a sample of ``packed`` and index every page."""
+        n_tokens = int(packed.offsets[-1])
+        # ~4 sqrt(T) centroids (PLAID uses more), capped so assignment stays affordable on a CPU.
+        k = self.n_centroids or int(min(4096, max(64, 2 ** round(math.log2(4 * math.sqrt(n_tokens))))))
+        generator = torch.Generator().manual_seed(self.seed)
+        pick = torch.randperm(n_tokens, generator=generator)[:max(self.sample_tokens, k)]
+        self.centroids = kmeans(packed.tokens[pick], k, seed=self.seed)   # tokens: a float16/float32 tensor
+        self._page_centroids = {}
+        return self.sync(packed)
+
+    def sync(self, packed: PackedMultiVectors) -> 'CentroidIndex':
+        """Index pages of ``packed`` not seen yet, forget pages no longer there, rebuild the lists."""
+        new = [i for i, p in enumerate(packed.page_ids) if p not in self._page_centroids]
+        for a in range(0, len(new), 64):
+            batch = new[a:a + 64]
+            codes = (packed.subset(batch).tokens.float() @ self.centroids.T).argmax(dim=1)
+            for i, page_codes in zip(batch, codes.split(packed.lengths[batch].tolist())):
+                self._page_centroids[packed.page_ids[i]] = torch.unique(page_codes).int()
+        live = set(packed.page_ids)
+        for page_id in [p for p in self._page_centroids if p not in live]:
+            del self._page_centroids[page_id]
+        sets = [self._page_centroids[p] for p in packed.page_ids]
+        cents = torch.cat(sets).long() if sets else torch.zeros(0, dtype=torch.long)
+        pages = torch.repeat_interleave(torch.arange(len(sets)), torch.tensor([len(s) for s in sets], dtype=torch.long))
+        order = torch.argsort(cents, stable=True)   # the inverted lists: pages grouped by centroid
+        self.list_pages = pages[order].int()
+        self.list_offsets = torch.zeros(len(self.centroids) + 1, dtype=torch.int64)
+        self.list_offsets[1:] = torch.cumsum(torch.bincount(cents, minlength=len(self.centroids)), 0)
+        self.n_pages = len(packed)
+        return self
+
+    @property
+    def nbytes(self) -> int:
+        return self.centroids.numel() * 4 + self.list_pages.numel() * 4 * 2 + self.list_offsets.numel() * 8
+
+    def approximate_scores(self, query: torch.Tensor) -> torch.Tensor:
+        """Centroid-interaction scores ``(n_pages,)`` (pages in no probed list score 0)."""
+        sims = query.float() @ self.centroids.T                               # (Lq, k)
+        top_sims, top_ids = sims.topk(min(self.nprobe, sims.shape[1]), dim=1)
+        scores = torch.zeros(self.n_pages)
+        for token_sims, token_ids in zip(top_sims, top_ids):
+            best = torch.full((self.n_pages,), -torch.inf)
+            for sim, cid in zip(token_sims.tolist(), token_ids.tolist()):
+                pages = self.list_pages[self.list_offsets[cid]:self.list_offsets[cid + 1]].long()
+                best[pages] = torch.clamp(best[pages], min=sim)
+            scores += torch.where(torch.isinf(best), torch.zeros(()), best)
+        return scores
+
+    def candidates(self, query: torch.Tensor, budget: int) -> torch.Tensor:
+        """Indices (into the packed pages) of the ``budget`` best pages by approximate score."""
+        scores = self.approximate_scores(query)
+        return scores.topk(min(budget, self.n_pages)).indices

@@ -1,0 +1,111 @@
+"""Compressed codes, the centroid candidate index, retriever modes, the GPU path (skipped without CUDA)
+and a smoke run of the MaxSim benchmark. Synthetic data comes from benchmarks/synthetic.py."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lazyllm_colpali.retrieve.candidates import CentroidIndex
+from lazyllm_colpali.retrieve.compression import BinaryTokens, Int8Tokens, compress, token_bytes
+from lazyllm_colpali.retrieve.maxsim import maxsim_packed, maxsim_reference
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+from synthetic import make_pages, make_queries  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def corpus():
+    return make_pages(300, tokens=64, seed=0)
+
+
+def test_int8_round_trip_error_is_within_half_a_step():
+    x = torch.nn.functional.normalize(torch.randn(500, 128), dim=1)
+    codes = Int8Tokens.encode(x)
+    error = (codes[0:500] - x).abs()
+    assert bool((error <= codes.scales.float() / 2 + 1e-3).all())
+    assert codes.nbytes == 500 * 128 + 500 * 2
+
+
+def test_binary_codes_keep_signs_and_scale():
+    x = torch.randn(10, 16)
+    decoded = BinaryTokens.encode(x)[0:10]
+    assert torch.equal(decoded > 0, x > 0)
+    assert torch.allclose(decoded.norm(dim=1), torch.ones(10))
+    assert BinaryTokens.encode(x).nbytes == 10 * 2
+
+
+def test_compressed_scores_match_the_reference_on_decoded_vectors(corpus):
+    queries = make_queries(corpus, 3)
+    for codec in ('float16', 'int8', 'binary'):
+        packed = compress(corpus.pages, codec)
+        decoded = [packed.tokens[int(packed.offsets[i]):int(packed.offsets[i + 1])] for i in range(len(packed))]
+        assert torch.allclose(maxsim_packed(queries, packed), maxsim_reference(queries, decoded), atol=1e-3)
+    assert token_bytes(compress(corpus.pages, 'binary')) * 16 == token_bytes(corpus.pages)
+
+
+def test_int8_keeps_the_exact_top10(corpus):
+    queries = make_queries(corpus, 5)
+    exact = maxsim_packed(queries, corpus.pages).topk(10, dim=1).indices
+    int8 = maxsim_packed(queries, compress(corpus.pages, 'int8')).topk(10, dim=1).indices
+    overlap = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(exact, int8)]
+    assert sum(overlap) / 50 >= 0.9
+
+
+def test_centroid_candidates_find_the_target_and_full_budget_is_exact(corpus):
+    index = CentroidIndex(n_centroids=128, nprobe=4).build(corpus.pages)
+    assert int(index.list_offsets[-1]) == len(index.list_pages) and len(index.centroids) == 128
+    queries = make_queries(corpus, 8)
+    exact_best = maxsim_packed(queries, corpus.pages).argmax(dim=1)
+    found = [int(b) in index.candidates(q, 30).tolist() for q, b in zip(queries, exact_best)]
+    assert sum(found) >= 7                                # the clear winner is nearly always a candidate
+    assert sorted(index.candidates(queries[0], 10_000).tolist()) == list(range(300))
+
+
+def test_retriever_modes_agree_when_budgets_cover_the_collection(db_path, corpus):
+    from lazyllm_colpali import MaxSimRetriever, MilvusMultiVectorStore, PageRecord
+
+    store = MilvusMultiVectorStore(db_path, dim=128)
+    store.add([(PageRecord(page_id=p, doc_id='d', source='s', file_name='f.pdf', page_number=i + 1, width=0,
+                           height=0), corpus.pages.page(i), None) for i, p in enumerate(corpus.pages.page_ids[:120])])
+    query = make_queries(corpus, 1)[0]
+    results = {mode: [h.page_id for h in MaxSimRetriever(store, mode=mode, candidate_budget=120).search_vectors(query, 5)]
+               for mode in ('exact', 'candidates', 'centroids')}
+    assert results['exact'] == results['candidates'] == results['centroids']
+    filtered = MaxSimRetriever(store, mode='centroids').search_vectors(query, 5, filters={'pages': (1, 10)})
+    assert filtered and all(1 <= h.page <= 10 for h in filtered)
+    store.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_gpu_path_matches_the_reference(corpus):
+    # fp16 matmuls on the GPU: tolerance 2e-2 on sums of 20 cosine maxima (fp16 has ~3 decimal digits).
+    queries = make_queries(corpus, 4)
+    gpu = maxsim_packed(queries, corpus.pages, device='cuda')
+    assert torch.allclose(gpu, maxsim_packed(queries, compress(corpus.pages, 'float32')), atol=2e-2)
+
+
+def test_benchmark_smoke(tmp_path):
+    import json
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+    import bench_maxsim
+
+    out = tmp_path / 'maxsim.json'
+    result = bench_maxsim.main(['--sizes', '120', '--tokens', '32', '--queries', '3', '--slow-queries', '2',
+                                '--pool-pages', '8', '--budgets', '10,40', '--out', str(out)])
+    rows = {r['path']: r for r in json.loads(out.read_text())['rows']}
+    assert rows['exact fp32 cache (ours, reference)']['recall@10'] == 1.0
+    assert rows['colpali-engine score_multi_vector']['recall@10'] == 1.0
+    assert any(p.startswith('milvus lite') for p in rows) and len(result['rows']) == 12
+
+
+def test_centroid_index_sync_equals_a_fresh_build_with_the_same_centroids(corpus):
+    first = corpus.pages.subset(list(range(200)))
+    later = corpus.pages.subset(list(range(50, 300)))     # 50 pages deleted, 100 added
+    index = CentroidIndex(n_centroids=64).build(first)
+    index.sync(later)
+    fresh = CentroidIndex(n_centroids=64)
+    fresh.centroids = index.centroids
+    fresh.sync(later)
+    assert torch.equal(index.list_pages, fresh.list_pages) and torch.equal(index.list_offsets, fresh.list_offsets)
+    assert index.n_pages == 250 and sorted(index._page_centroids) == sorted(later.page_ids)
