@@ -8,7 +8,7 @@ from ._compat import prepare_environment
 prepare_environment()
 
 from .errors import (ColPaliError, DimensionMismatchError, DocumentError, EmptyQueryError,  # noqa: E402
-                     ModelNotFoundError, StoreError, UnsupportedModelError)
+                     ModelNotFoundError, QueryTooLongError, StoreError, UnsupportedModelError)
 from .indexer import ColPaliIndex  # noqa: E402
 from .ingest.records import IngestReport, PageRecord  # noqa: E402
 from .lazyllm_glue.components import ColPaliDocument, ColPaliRetriever, hit_to_node  # noqa: E402
@@ -27,6 +27,6 @@ __all__ = [
     'ColPaliDocument', 'ColPaliEmbed', 'ColPaliEncoder', 'ColPaliError', 'ColPaliIndex', 'ColPaliRetriever',
     'DimensionMismatchError', 'DocumentError', 'EmptyQueryError', 'IngestReport', 'LocalVectorFile',
     'MaxSimRetriever', 'MilvusMultiVectorStore', 'ModelNotFoundError', 'MultiVectorStore', 'PackedMultiVectors',
-    'PageRecord', 'PdfPageImageReader', 'SearchHit', 'StoreError', 'UnsupportedModelError', 'hit_to_node',
+    'PageRecord', 'PdfPageImageReader', 'QueryTooLongError', 'SearchHit', 'StoreError', 'UnsupportedModelError', 'hit_to_node',
     'maxsim', 'maxsim_packed', 'maxsim_reference',
 ]

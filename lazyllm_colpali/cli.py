@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('doc_ids', nargs='+', metavar='DOC_ID')
     _add_store_args(p)
 
+    p = sub.add_parser('check', help='cross-check Milvus rows, local vectors and page images')
+    p.add_argument('--repair', action='store_true', help='drop unreferenced vectors/images, rows without vectors, '
+                                                         'and compact the vector file')
+    _add_store_args(p)
+
     p = sub.add_parser('make-tiny-model', help='build a tiny random model folder offline (for tests and demos)')
     p.add_argument('out_dir')
     p.add_argument('--family', default='colqwen2', help='colpali, colqwen2, colqwen2_5 or colidefics3')
@@ -166,6 +171,17 @@ def cmd_delete(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    with _store(args) as store:
+        report = store.check(repair=args.repair)
+    problems = {k: v for k, v in report.items() if isinstance(v, list) and v}
+    for key, values in problems.items():
+        print(f'{key}: {len(values)}  ({", ".join(values[:5])}{", ..." if len(values) > 5 else ""})')
+    print(f'{report["pages"]} pages; {report["dead_vector_rows"]} dead vector rows'
+          + (f'; repaired, {report["reclaimed_vector_rows"]} vector rows reclaimed' if args.repair else ''))
+    return 1 if problems and not args.repair else 0
+
+
 def cmd_make_tiny_model(args) -> int:
     from .models.tiny import build_tiny_model
 
@@ -177,7 +193,7 @@ def cmd_make_tiny_model(args) -> int:
 _NOISY_LOGGERS = ('milvus_lite', 'faiss', 'faiss.loader', 'root', 'pymilvus')
 
 COMMANDS = {'index': cmd_index, 'search': cmd_search, 'docs': cmd_docs, 'delete': cmd_delete,
-            'make-tiny-model': cmd_make_tiny_model}
+            'check': cmd_check, 'make-tiny-model': cmd_make_tiny_model}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

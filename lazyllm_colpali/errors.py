@@ -33,3 +33,7 @@ class DimensionMismatchError(StoreError):
 
 class EmptyQueryError(ColPaliError):
     """A search was asked with an empty query."""
+
+
+class QueryTooLongError(ColPaliError):
+    """A query longer than the encoder should be asked to embed (late interaction scores per token)."""

@@ -10,7 +10,7 @@ from typing import Iterable, List, Optional, Sequence
 
 from tqdm.auto import tqdm
 
-from .errors import DocumentError, EmptyQueryError
+from .errors import DocumentError, EmptyQueryError, QueryTooLongError
 from .ingest.records import (IngestFailure, IngestReport, PageRecord, RenderedPage, make_doc_id, make_page_id)
 from .ingest.render import count_pages, render_pages
 from .ingest.sources import expand_sources, file_sha256
@@ -18,6 +18,9 @@ from .logging import LOG
 from .models.encoder import ColPaliEncoder
 from .retrieve.retriever import MaxSimRetriever, SearchHit
 from .store.base import Filters, MultiVectorStore
+
+
+MAX_QUERY_CHARS = 2000
 
 
 class ColPaliIndex:
@@ -115,6 +118,9 @@ class ColPaliIndex:
     def search(self, query: str, topk: int = 5, filters: Filters = None) -> List[SearchHit]:
         if not query or not query.strip():
             raise EmptyQueryError('empty query: type what you are looking for')
+        if len(query) > MAX_QUERY_CHARS:
+            raise QueryTooLongError(f'query of {len(query)} characters is longer than {MAX_QUERY_CHARS}: ask a '
+                                    f'question, not a document (MaxSim cost grows with every query token)')
         vectors = self.encoder.encode_queries([query])[0]
         return self.retriever.search_vectors(vectors, topk, filters)
 

@@ -1,6 +1,7 @@
 """Turning a PDF or image file into page images (pypdfium2 for PDFs, Pillow for images)."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Iterator, Tuple
 
@@ -37,7 +38,7 @@ def render_pages(path: Path, dpi: int = 144, max_side: int = 2048) -> Iterator[T
     if suffix in PDF_SUFFIXES:
         yield from _render_pdf(path, dpi, max_side)
     elif suffix in IMAGE_SUFFIXES:
-        image = _open_image(path)
+        image = _open_image(path, max_side)
         if max(image.size) > max_side:
             image.thumbnail((max_side, max_side))
         yield 1, image
@@ -100,11 +101,23 @@ def _render_pdf(path: Path, dpi: int, max_side: int) -> Iterator[Tuple[int, Imag
         pdf.close()
 
 
-def _open_image(path: Path) -> Image.Image:
+# Scans and posters of 20000 x 20000 px (4e8 px) are legitimate pages; PIL refuses > 2 x 89e6 px by default.
+MAX_IMAGE_PIXELS = 1_000_000_000
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def _open_image(path: Path, max_side: int = 2048) -> Image.Image:
     if path.stat().st_size == 0:
         raise DocumentError(str(path), 'empty file (0 bytes)')
     try:
-        with Image.open(path) as image:
+        with _PIL_LIMIT_LOCK:
+            default, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS
+            try:
+                image = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = default
+        with image:
+            image.draft('RGB', (max_side, max_side))  # JPEG decodes at a reduced scale: huge scans stay cheap
             image.load()
             return image.convert('RGB')
     except Image.DecompressionBombError as e:

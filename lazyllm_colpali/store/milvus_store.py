@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set
 from urllib.parse import urlparse
@@ -30,6 +31,7 @@ _REMOTE_SCHEMES = ('http', 'https', 'tcp', 'grpc', 'unix')
 _RECORD_FIELDS = ['page_id', 'doc_id', 'source', 'file_name', 'page', 'width', 'height', 'image_path',
                   'n_vectors', 'meta']
 _MAX_SEARCH_LIMIT = 16384  # Milvus's topk ceiling
+_RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between retries of a call that could not reach a server
 
 
 _LITE_USERS: Dict[str, int] = {}   # open stores per Milvus Lite path in this process
@@ -140,11 +142,19 @@ class MilvusMultiVectorStore(MultiVectorStore):
             raise StoreError(f'cannot open Milvus at {self.uri!r} ({type(e).__name__}: {e}); {hint}') from e
 
     def _call(self, what: str, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:
-            raise StoreError(f'Milvus {what} failed on {self.uri!r} collection {self.collection!r}: '
-                             f'{type(e).__name__}: {e}') from e
+        for attempt in range(len(_RETRY_DELAYS) + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                text = str(e)
+                # pymilvus connects lazily: a server that is down shows up here, on the first real call.
+                down = self.remote and any(w in text.lower() for w in ('connect', 'unavailable', 'timeout'))
+                if down and attempt < len(_RETRY_DELAYS):  # a restarting server is back within ~1 s
+                    time.sleep(_RETRY_DELAYS[attempt])
+                    continue
+                hint = '; is the server running and reachable? Nothing stored so far is lost' if down else ''
+                raise StoreError(f'Milvus {what} failed on {self.uri!r} collection {self.collection!r}: '
+                                 f'{type(e).__name__}: {text}{hint}') from e
 
     def _open_collection(self, dim: Optional[int]) -> int:
         from pymilvus import DataType
@@ -288,6 +298,35 @@ class MilvusMultiVectorStore(MultiVectorStore):
                                                   'file_name': row['file_name'], 'pages': 0})
             doc['pages'] += 1
         return sorted(docs.values(), key=lambda d: d['source'])
+
+    def check(self, repair: bool = False) -> Dict[str, Any]:
+        """Cross-check Milvus rows, local vectors and page images. A crash between the commit steps can
+        leave vectors or images that no row references (harmless, reclaimable); a row whose vectors are
+        gone (e.g. a lost data dir on a server) cannot be scored. ``repair`` drops the unreferenced parts,
+        deletes rows without vectors (re-indexing the file restores them) and compacts the vector file."""
+        rows = self._row_index()
+        with self.vectors._lock:
+            local = dict(self.vectors._db.execute('SELECT page_id, doc_id FROM pages').fetchall())
+        report = {'pages': len(rows), 'rows_without_vectors': sorted(set(rows) - set(local)),
+                  'vectors_without_rows': sorted(set(local) - set(rows)),
+                  'missing_images': sorted(p for p, r in rows.items() if r['image_path'] and
+                                           not Path(r['image_path']).is_file()),
+                  'orphan_image_docs': sorted(d.name for d in self.images.root.iterdir() if d.is_dir() and
+                                              d.name not in {r['doc_id'] for r in rows.values()}),
+                  'dead_vector_rows': self.vectors.dead_rows()}
+        if repair:
+            if report['rows_without_vectors']:
+                self._call('delete', self._client.delete, self.collection, ids=report['rows_without_vectors'])
+            self.vectors.delete_pages(report['vectors_without_rows'])
+            live_docs = {r['doc_id'] for r in self._row_index().values()}   # rows deleted just now included
+            for folder in self.images.root.iterdir():
+                if folder.is_dir() and folder.name not in live_docs:
+                    self.images.delete_doc(folder.name)
+            report['reclaimed_vector_rows'] = self.vectors.compact()
+        return report
+
+    def _row_index(self) -> Dict[str, Dict[str, Any]]:
+        return {r['page_id']: r for r in self._query('', ['page_id', 'doc_id', 'image_path'])}
 
     def count(self) -> int:
         rows = self._call('count', self._client.query, self.collection, filter='', output_fields=['count(*)'])
