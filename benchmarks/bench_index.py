@@ -104,11 +104,13 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
 
-    print(f'\nIndexed {n} pages with {args.model} at {args.dpi} DPI in {wall:.1f} s = {result["pages_per_s"]:.2f} pages/s')
+    print(f'\nIndexed {n} pages with {args.model} at {args.dpi} DPI in {wall:.1f} s = '
+          f'{result["pages_per_s"]:.2f} pages/s')
     print(f'{"stage":<12}{"seconds":>10}{"s/page":>10}')
     for stage in ('render', 'encode', 'store'):
         print(f'{stage:<12}{result[stage + "_s"]:>10.2f}{result[stage + "_s"] / n:>10.4f}')
-    print(f'\n{"query mode":<12}{"p50 ms":>10}{"p95 ms":>10}   (includes query encoding, p50 {result["query_encode_p50_ms"]:.1f} ms)')
+    print(f'\n{"query mode":<12}{"p50 ms":>10}{"p95 ms":>10}   '
+          f'(includes query encoding, p50 {result["query_encode_p50_ms"]:.1f} ms)')
     for mode, row in latency.items():
         print(f'{mode:<12}{row["p50_ms"]:>10.1f}{row["p95_ms"]:>10.1f}')
     print('\nbytes/page: ' + ', '.join(f'{k} {v / 1024:.1f} KiB' for k, v in result['bytes_per_page'].items()))

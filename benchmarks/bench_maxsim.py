@@ -130,8 +130,8 @@ def run_size(n: int, args, workdir: Path) -> List[Dict]:
     for budget in args.budgets:
         add(f'binary candidates + rerank@{budget}',
             time_queries(lambda q: rerank(fp32, q, maxsim_packed([q], binary)[0].topk(min(budget, n)).indices.tolist()),
-                         slow_queries), token_bytes(binary) + token_bytes(fp32), token_bytes(binary) + tokens * disk_fp16,
-            truth_slow, note='memory: binary codes + float32 rerank cache')
+                         slow_queries), token_bytes(binary) + token_bytes(fp32),
+            token_bytes(binary) + tokens * disk_fp16, truth_slow, note='memory: binary codes + float32 rerank cache')
     start = time.perf_counter()
     index = CentroidIndex(nprobe=args.nprobe).build(fp16)
     build_s = time.perf_counter() - start

@@ -27,6 +27,7 @@ __all__ = [
     'ColPaliDocument', 'ColPaliEmbed', 'ColPaliEncoder', 'ColPaliError', 'ColPaliIndex', 'ColPaliRetriever',
     'DimensionMismatchError', 'DocumentError', 'EmptyQueryError', 'IngestReport', 'LocalVectorFile',
     'MaxSimRetriever', 'MilvusMultiVectorStore', 'ModelNotFoundError', 'MultiVectorStore', 'PackedMultiVectors',
-    'PageRecord', 'PdfPageImageReader', 'QueryTooLongError', 'SearchHit', 'StoreError', 'UnsupportedModelError', 'hit_to_node',
+    'PageRecord', 'PdfPageImageReader', 'QueryTooLongError', 'SearchHit', 'StoreError', 'UnsupportedModelError',
+    'hit_to_node',
     'maxsim', 'maxsim_packed', 'maxsim_reference',
 ]

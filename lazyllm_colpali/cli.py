@@ -23,7 +23,8 @@ Environment: LAZYLLM_COLPALI_MODEL, LAZYLLM_COLPALI_DB, LAZYLLM_COLPALI_HOME (ca
 
 
 def _add_store_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--db', default=None, help='Milvus Lite file or server URI (default: $LAZYLLM_COLPALI_DB or ./colpali.db)')
+    p.add_argument('--db', default=None,
+                   help='Milvus Lite file or server URI (default: $LAZYLLM_COLPALI_DB or ./colpali.db)')
     p.add_argument('--collection', default=None, help='collection name (default: colpali_pages)')
     p.add_argument('--data-dir', default=None, help='where full multi-vectors and page images live '
                                                     '(default: beside a Lite file; a cache dir for servers)')

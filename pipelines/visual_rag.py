@@ -47,5 +47,6 @@ def build_visual_rag(doc: ColPaliDocument, llm: Callable, topk: int = 3) -> pipe
         ppl.retriever = ColPaliRetriever(doc, topk=topk)
         ppl.prompt = vlm_query | bind(query=ppl.input)
         ppl.llm = llm
-        ppl.answer = (lambda answer, nodes: f'{answer}\n\nSources:\n{cite(nodes)}') | bind(nodes=ppl.output('retriever'))
+        ppl.answer = (lambda answer, nodes: f'{answer}\n\nSources:\n{cite(nodes)}') \
+            | bind(nodes=ppl.output('retriever'))
     return ppl

@@ -69,7 +69,8 @@ def test_retriever_modes_agree_when_budgets_cover_the_collection(db_path, corpus
     store.add([(PageRecord(page_id=p, doc_id='d', source='s', file_name='f.pdf', page_number=i + 1, width=0,
                            height=0), corpus.pages.page(i), None) for i, p in enumerate(corpus.pages.page_ids[:120])])
     query = make_queries(corpus, 1)[0]
-    results = {mode: [h.page_id for h in MaxSimRetriever(store, mode=mode, candidate_budget=120).search_vectors(query, 5)]
+    results = {mode: [h.page_id for h in
+                      MaxSimRetriever(store, mode=mode, candidate_budget=120).search_vectors(query, 5)]
                for mode in ('exact', 'candidates', 'centroids')}
     assert results['exact'] == results['candidates'] == results['centroids']
     filtered = MaxSimRetriever(store, mode='centroids').search_vectors(query, 5, filters={'pages': (1, 10)})

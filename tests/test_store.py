@@ -126,7 +126,8 @@ def test_candidates_find_pages_by_pooled_vectors(db_path):
 
 def test_server_uris_keep_vectors_in_a_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv('LAZYLLM_COLPALI_HOME', str(tmp_path))
-    assert default_data_dir('http://milvus.internal:19530', 'pages') == tmp_path / 'servers' / 'milvus.internal_19530' / 'pages'
+    expected = tmp_path / 'servers' / 'milvus.internal_19530' / 'pages'
+    assert default_data_dir('http://milvus.internal:19530', 'pages') == expected
     assert default_data_dir(str(tmp_path / 'x.db'), 'pages') == tmp_path / 'x.db.assets' / 'pages'
 
 

@@ -83,8 +83,9 @@ class ColPaliEncoder:
             model = getattr(cm, family.model_class).from_pretrained(source, **kwargs)
             processor = getattr(cm, family.processor_class).from_pretrained(source, local_files_only=local_only)
         except (OSError, ValueError) as e:
+            first_line = str(e).splitlines()[0] if str(e) else ''
             raise ModelNotFoundError(f'model {self.model_name!r} could not be loaded as {family.model_class} '
-                                     f'({type(e).__name__}: {str(e).splitlines()[0]}). ' + how_to_fix(self.model_name)) from e
+                                     f'({type(e).__name__}: {first_line}). ' + how_to_fix(self.model_name)) from e
         self._model = model.to(self.device).eval()
         self._processor = processor
         self._family = family

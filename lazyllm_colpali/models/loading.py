@@ -20,7 +20,8 @@ def how_to_fix(name: str) -> str:
 
 
 def _offline_mode() -> bool:
-    return any(os.environ.get(k, '').lower() in ('1', 'true', 'yes', 'on') for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE'))
+    return any(os.environ.get(k, '').lower() in ('1', 'true', 'yes', 'on')
+               for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE'))
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

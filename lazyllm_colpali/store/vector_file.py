@@ -152,7 +152,8 @@ class LocalVectorFile:
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
                 marks = ','.join('?' * len(chunk))
-                found.update(r[0] for r in self._db.execute(f'SELECT page_id FROM pages WHERE page_id IN ({marks})', chunk))
+                rows = self._db.execute(f'SELECT page_id FROM pages WHERE page_id IN ({marks})', chunk)
+                found.update(r[0] for r in rows)
         return found
 
     def count(self) -> int:
@@ -163,7 +164,8 @@ class LocalVectorFile:
         rows = size // self._row_bytes
         if rows == 0:
             return np.zeros((0, self.dim), dtype=self._np_dtype)
-        return np.memmap(self._tokens_path, dtype=self._np_dtype, mode='c', shape=(rows, self.dim))  # 'c': writable view for torch, file untouched
+        # mode 'c' (copy-on-write): torch gets a writable view, the file itself is never modified
+        return np.memmap(self._tokens_path, dtype=self._np_dtype, mode='c', shape=(rows, self.dim))
 
     def get(self, page_ids: Sequence[str]) -> Dict[str, torch.Tensor]:
         with self._lock:
