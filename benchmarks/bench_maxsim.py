@@ -172,6 +172,12 @@ def pooling_rows(fp32: PackedMultiVectors, queries: List[torch.Tensor], m: int) 
     return rows
 
 
+def write_json(path: str, result: Dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2))
+    print(f'JSON written to {path}')
+
+
 def print_table(rows: List[Dict]) -> None:
     print(f'\n{"pages":>7}  {"path":<48}{"p50 ms":>9}{"p95 ms":>9}{"q/s":>8}{"R@10":>7}'
           f'{"mem KiB/pg":>11}{"disk KiB/pg":>12}{"build s":>9}')
@@ -204,10 +210,8 @@ def main(argv=None) -> Dict:
                   f'{torch.get_num_threads()} threads', flush=True)
             rows.extend(run_size(n, args, Path(work)))
     print_table(rows)
-    result = {'args': {k: v for k, v in vars(args).items()}, 'torch_threads': torch.get_num_threads(), 'rows': rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f'JSON written to {args.out}')
+    result = {'args': vars(args), 'torch_threads': torch.get_num_threads(), 'rows': rows}
+    write_json(args.out, result)
     return result
 
 

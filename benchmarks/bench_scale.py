@@ -10,7 +10,6 @@ index (trained on a sample, pages assigned in one pass) + exact rerank of candid
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lazyllm_colpali  # noqa: E402,F401
-from bench_maxsim import K, percentile, recall_at_k  # noqa: E402
+from bench_maxsim import K, percentile, recall_at_k, write_json  # noqa: E402
 from synthetic import make_pages, make_queries  # noqa: E402
 
 from lazyllm_colpali.retrieve.candidates import CentroidIndex  # noqa: E402
@@ -87,9 +86,7 @@ def main(argv=None) -> dict:
         print(f'{r["path"]:<48}{r["p50_ms"]:>10.1f}{r["p95_ms"]:>10.1f}{r["recall@10"]:>7.3f}{r["speedup"]:>10.1f}')
     result = {'pages': n, 'tokens': args.tokens, 'gen_s': gen_s, 'index_build_s': build_s,
               'index_mib': index.nbytes / 2**20, 'batch_pass_s': batch_s, 'rows': rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f'JSON written to {args.out}')
+    write_json(args.out, result)
     return result
 
 
