@@ -30,7 +30,7 @@ class ColPaliDocument(ModuleBase):
     def __init__(self, dataset_path: Union[str, Path, List[Union[str, Path]], None] = None,
                  embed: Union[ColPaliEmbed, str, None] = None, *, db: Optional[str] = None,
                  collection: str = DEFAULT_COLLECTION, data_dir: Optional[str] = None, dpi: int = 144,
-                 vector_dtype: str = 'float16', mode: str = 'auto', candidate_budget: int = 256,
+                 vector_dtype: str = 'float16', mode: str = 'auto', candidate_budget: Optional[int] = None,
                  progress: bool = True, return_trace: bool = False):
         super().__init__(return_trace=return_trace)
         self.dataset_path = dataset_path

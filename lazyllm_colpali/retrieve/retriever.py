@@ -35,17 +35,17 @@ class MaxSimRetriever:
     """Ranks pages by exact MaxSim, over every page or over candidates.
 
     Modes: ``exact`` scores every (filtered) page: exact by construction. ``candidates`` asks the store
-    (Milvus ANN over pooled page vectors) for ``candidate_budget`` pages; ``centroids`` uses an in-memory
-    centroid inverted index (PLAID-style, see :mod:`.candidates`); both then score their candidates exactly
-    and are exact whenever the budget covers the collection. ``auto`` is exact up to ``exact_max_pages``
-    pages and ``centroids`` beyond (measured in benchmarks/bench_maxsim.py).
+    (Milvus ANN over pooled page vectors) for ``candidate_budget`` pages (default: max(256, 1% of pages));
+    ``centroids`` uses an in-memory centroid inverted index (PLAID-style, see :mod:`.candidates`); both then
+    score their candidates exactly and are exact whenever the budget covers the collection. ``auto`` is
+    exact up to ``exact_max_pages`` pages and ``centroids`` beyond (measured in benchmarks/bench_maxsim.py).
 
     On CPU the collection is scored from a float32 copy kept in memory while it fits in
     ``cache_bytes`` (half-precision matmuls and fp16->fp32 conversion are slow on CPUs); on CUDA the
     fp16 tensor is streamed to the GPU as is.
     """
 
-    def __init__(self, store: MultiVectorStore, *, mode: str = 'auto', candidate_budget: int = 256,
+    def __init__(self, store: MultiVectorStore, *, mode: str = 'auto', candidate_budget: Optional[int] = None,
                  exact_max_pages: int = 20000, device: str = 'cpu', cache_bytes: int = 8 << 30,
                  nprobe: int = 4):
         if mode not in MODES:
@@ -90,21 +90,26 @@ class MaxSimRetriever:
             return 'exact' if n_pages <= self.exact_max_pages else 'centroids'
         return self.mode
 
+    def budget(self, n_pages: int) -> int:
+        # Measured (benchmarks/bench_scale.py): a fixed 256 kept recall@10 1.0 at 10k pages but 0.72 at 100k;
+        # 1% of the collection gave 0.93 there. So the default grows with the collection.
+        return self.candidate_budget or max(256, n_pages // 100)
+
     def _page_indices(self, query: torch.Tensor, packed: PackedMultiVectors, filters: Filters) -> Optional[List[int]]:
         """Which pages to score exactly (None: all of them)."""
         mode = self._effective_mode(len(packed))
+        budget = self.budget(len(packed))
         allowed: Optional[Sequence[str]] = self.store.page_ids(filters) if filters else None
         if mode == 'exact':
             chosen = allowed
         elif mode == 'candidates':
-            chosen = self.store.candidates(query, self.candidate_budget, filters)
+            chosen = self.store.candidates(query, budget, filters)
         else:
-            indices = self._centroid_index(packed).candidates(query, self.candidate_budget if not allowed else
-                                                              len(packed)).tolist()
+            indices = self._centroid_index(packed).candidates(query, budget if not allowed else len(packed)).tolist()
             chosen = [packed.page_ids[i] for i in indices]
             if allowed is not None:
                 keep = set(allowed)
-                chosen = [p for p in chosen if p in keep][:self.candidate_budget]
+                chosen = [p for p in chosen if p in keep][:budget]
         if chosen is None:
             return None
         position = {p: i for i, p in enumerate(packed.page_ids)}
