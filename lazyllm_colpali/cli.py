@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('doc_ids', nargs='+', metavar='DOC_ID')
     _add_store_args(p)
 
+    p = sub.add_parser('serve-api', help='JSON search API (POST /search, POST /index) for programs')
+    _add_model_args(p)
+    _add_store_args(p)
+    p.add_argument('--host', default='127.0.0.1', help='bind address (default: 127.0.0.1, this machine only)')
+    p.add_argument('--port', type=int, default=8765)
+
     p = sub.add_parser('check', help='cross-check Milvus rows, local vectors and page images')
     p.add_argument('--repair', action='store_true', help='drop unreferenced vectors/images, rows without vectors, '
                                                          'and compact the vector file')
@@ -172,6 +178,20 @@ def cmd_delete(args) -> int:
     return 0
 
 
+def cmd_serve_api(args) -> int:
+    import uvicorn
+
+    from .indexer import ColPaliIndex
+    from .serving.api import create_app
+
+    encoder = _encoder(args)
+    with _store(args, encoder.dim) as store:
+        index = ColPaliIndex(encoder, store, progress=False)
+        print(f'serving {store.count()} pages at http://{args.host}:{args.port} (POST /search, POST /index)')
+        uvicorn.run(create_app(index), host=args.host, port=args.port, log_level='warning')
+    return 0
+
+
 def cmd_check(args) -> int:
     with _store(args) as store:
         report = store.check(repair=args.repair)
@@ -194,7 +214,7 @@ def cmd_make_tiny_model(args) -> int:
 _NOISY_LOGGERS = ('milvus_lite', 'faiss', 'faiss.loader', 'root', 'pymilvus')
 
 COMMANDS = {'index': cmd_index, 'search': cmd_search, 'docs': cmd_docs, 'delete': cmd_delete,
-            'check': cmd_check, 'make-tiny-model': cmd_make_tiny_model}
+            'check': cmd_check, 'serve-api': cmd_serve_api, 'make-tiny-model': cmd_make_tiny_model}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

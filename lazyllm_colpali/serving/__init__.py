@@ -1,0 +1,1 @@
+"""HTTP serving: a JSON search endpoint (and background ingestion) over one ColPali index."""
