@@ -37,11 +37,10 @@ class CentroidIndex:
     deleted ones; the inverted lists are rebuilt from per-page centroid sets, which needs no matmul."""
 
     def __init__(self, n_centroids: Optional[int] = None, nprobe: int = 4, sample_tokens: int = 1 << 17,
-                 chunk_tokens: int = 1 << 18, seed: int = 0):
+                 seed: int = 0):
         self.n_centroids = n_centroids
         self.nprobe = nprobe
         self.sample_tokens = sample_tokens
-        self.chunk_tokens = chunk_tokens
         self.seed = seed
         self.centroids: Optional[torch.Tensor] = None
         self._page_centroids: Dict[str, torch.Tensor] = {}

@@ -85,5 +85,6 @@ def compress(packed: PackedMultiVectors, codec: str) -> PackedMultiVectors:
 
 def token_bytes(packed: PackedMultiVectors) -> int:
     tokens = packed.tokens
-    return tokens.nbytes if hasattr(tokens, 'nbytes') and not isinstance(tokens, torch.Tensor) \
-        else tokens.numel() * tokens.element_size()
+    if isinstance(tokens, torch.Tensor):
+        return tokens.numel() * tokens.element_size()
+    return tokens.nbytes   # Int8Tokens / BinaryTokens count their codes and scales

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -60,11 +60,13 @@ class MaxSimRetriever:
         self._lock = threading.Lock()
         self._source: Optional[PackedMultiVectors] = None
         self._scoring: Optional[PackedMultiVectors] = None
+        self._position: Dict[str, int] = {}
         self._centroids: Optional[CentroidIndex] = None
         self._indexed: Optional[PackedMultiVectors] = None
 
-    def _collection(self) -> PackedMultiVectors:
-        """All pages in the layout used for scoring; rebuilt only when the store's contents change."""
+    def _collection(self) -> Tuple[PackedMultiVectors, Dict[str, int]]:
+        """All pages in the layout used for scoring and their positions by page id (taken together, so a
+        concurrent write cannot pair one version's tensor with another's map); rebuilt only on change."""
         with self._lock:
             packed = self.store.packed()
             if packed is not self._source:
@@ -72,7 +74,8 @@ class MaxSimRetriever:
                 fits = packed.tokens.numel() * 4 <= self.cache_bytes
                 self._scoring = packed if self.device != 'cpu' or not fits else \
                     PackedMultiVectors(packed.page_ids, packed.tokens.float(), packed.offsets)
-            return self._scoring
+                self._position = {p: i for i, p in enumerate(packed.page_ids)}
+            return self._scoring, self._position
 
     def _centroid_index(self, packed: PackedMultiVectors) -> CentroidIndex:
         # Trained once; later changes only assign the new pages (see CentroidIndex.sync).
@@ -95,31 +98,28 @@ class MaxSimRetriever:
         # 1% of the collection gave 0.93 there. So the default grows with the collection.
         return self.candidate_budget or max(256, n_pages // 100)
 
-    def _page_indices(self, query: torch.Tensor, packed: PackedMultiVectors, filters: Filters) -> Optional[List[int]]:
+    def _page_indices(self, query: torch.Tensor, packed: PackedMultiVectors, position: Dict[str, int],
+                      filters: Filters) -> Optional[List[int]]:
         """Which pages to score exactly (None: all of them)."""
         mode = self._effective_mode(len(packed))
         budget = self.budget(len(packed))
         allowed: Optional[Sequence[str]] = self.store.page_ids(filters) if filters else None
-        if mode == 'exact':
-            chosen = allowed
-        elif mode == 'candidates':
-            chosen = self.store.candidates(query, budget, filters)
-        else:
+        if mode == 'centroids':
             indices = self._centroid_index(packed).candidates(query, budget if not allowed else len(packed)).tolist()
-            chosen = [packed.page_ids[i] for i in indices]
-            if allowed is not None:
-                keep = set(allowed)
-                chosen = [p for p in chosen if p in keep][:budget]
+            if allowed is None:
+                return indices
+            keep = {position[p] for p in allowed if p in position}
+            return [i for i in indices if i in keep][:budget]
+        chosen = allowed if mode == 'exact' else self.store.candidates(query, budget, filters)
         if chosen is None:
             return None
-        position = {p: i for i, p in enumerate(packed.page_ids)}
         return [position[p] for p in chosen if p in position]
 
     def search_vectors(self, query: torch.Tensor, topk_: int = 5, filters: Filters = None) -> List[SearchHit]:
         if query.ndim != 2 or query.shape[0] == 0:
             raise EmptyQueryError('the query produced no vectors; give a non-empty query')
-        packed = self._collection()
-        indices = self._page_indices(query, packed, filters)
+        packed, position = self._collection()
+        indices = self._page_indices(query, packed, position, filters)
         if indices is not None:
             packed = packed.subset(indices)
         if len(packed) == 0:

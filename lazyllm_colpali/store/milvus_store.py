@@ -115,6 +115,7 @@ class MilvusMultiVectorStore(MultiVectorStore):
         self.data_dir = Path(data_dir) if data_dir else default_data_dir(self.uri, collection)
         self.index_type = index_type or ('HNSW' if self.remote else 'FLAT')
         self._lock = threading.RLock()
+        self._lite_path = None if self.remote else str(Path(self.uri).expanduser())
         self._client = self._connect(token, db_name)
         self.dim = self._open_collection(dim)
         self.vectors = LocalVectorFile(self.data_dir / 'vectors', self.dim, vector_dtype)
@@ -126,15 +127,15 @@ class MilvusMultiVectorStore(MultiVectorStore):
 
         if not self.remote:
             Path(self.uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {'uri': self.uri if self.remote else str(Path(self.uri).expanduser()), 'timeout': 10}
+        kwargs = {'uri': self.uri if self.remote else self._lite_path, 'timeout': 10}
         if token:
             kwargs['token'] = token
         if db_name:
             kwargs['db_name'] = db_name
         try:
             client = MilvusClient(**kwargs)
-            if not self.remote:
-                _lite_acquire(kwargs['uri'])
+            if self._lite_path:
+                _lite_acquire(self._lite_path)
             return client
         except Exception as e:  # pymilvus raises several types (MilvusException, grpc errors, OSError)
             hint = ('is the server running and reachable?' if self.remote else
@@ -305,28 +306,28 @@ class MilvusMultiVectorStore(MultiVectorStore):
         gone (e.g. a lost data dir on a server) cannot be scored. ``repair`` drops the unreferenced parts,
         deletes rows without vectors (re-indexing the file restores them) and compacts the vector file."""
         rows = self._row_index()
-        with self.vectors._lock:
-            local = dict(self.vectors._db.execute('SELECT page_id, doc_id FROM pages').fetchall())
+        local = self.vectors.page_docs()
         report = {'pages': len(rows), 'rows_without_vectors': sorted(set(rows) - set(local)),
                   'vectors_without_rows': sorted(set(local) - set(rows)),
                   'missing_images': sorted(p for p, r in rows.items() if r['image_path'] and
                                            not Path(r['image_path']).is_file()),
-                  'orphan_image_docs': sorted(d.name for d in self.images.root.iterdir() if d.is_dir() and
-                                              d.name not in {r['doc_id'] for r in rows.values()}),
+                  'orphan_image_docs': self._orphan_image_docs(rows),
                   'dead_vector_rows': self.vectors.dead_rows()}
         if repair:
             if report['rows_without_vectors']:
                 self._call('delete', self._client.delete, self.collection, ids=report['rows_without_vectors'])
             self.vectors.delete_pages(report['vectors_without_rows'])
-            live_docs = {r['doc_id'] for r in self._row_index().values()}   # rows deleted just now included
-            for folder in self.images.root.iterdir():
-                if folder.is_dir() and folder.name not in live_docs:
-                    self.images.delete_doc(folder.name)
+            for doc_id in self._orphan_image_docs(self._row_index()):   # rows deleted just now included
+                self.images.delete_doc(doc_id)
             report['reclaimed_vector_rows'] = self.vectors.compact()
         return report
 
     def _row_index(self) -> Dict[str, Dict[str, Any]]:
         return {r['page_id']: r for r in self._query('', ['page_id', 'doc_id', 'image_path'])}
+
+    def _orphan_image_docs(self, rows: Dict[str, Dict[str, Any]]) -> List[str]:
+        live = {r['doc_id'] for r in rows.values()}
+        return sorted(d.name for d in self.images.root.iterdir() if d.is_dir() and d.name not in live)
 
     def count(self) -> int:
         rows = self._call('count', self._client.query, self.collection, filter='', output_fields=['count(*)'])
@@ -346,8 +347,8 @@ class MilvusMultiVectorStore(MultiVectorStore):
                 return
             try:
                 self._client.close()
-                if not self.remote:
-                    _lite_release(str(Path(self.uri).expanduser()))
+                if self._lite_path:
+                    _lite_release(self._lite_path)
             except Exception as e:  # closing must not mask the caller's own error
                 LOG.warning(f'closing Milvus client for {self.uri}: {e}')
             self._client = None

@@ -156,6 +156,11 @@ class LocalVectorFile:
                 found.update(r[0] for r in rows)
         return found
 
+    def page_docs(self) -> Dict[str, str]:
+        """``page_id -> doc_id`` of every page in the manifest."""
+        with self._lock:
+            return dict(self._db.execute('SELECT page_id, doc_id FROM pages').fetchall())
+
     def count(self) -> int:
         return self._db.execute('SELECT COUNT(*) FROM pages').fetchone()[0]
 
