@@ -40,6 +40,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--batch-size', type=int, default=4, help='pages per encoder batch (default: 4)')
 
 
+def _add_vlm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--vlm-url', default=None, help='OpenAI-compatible endpoint of a VLM, e.g. '
+                                                   'http://127.0.0.1:8000/v1/ ("standin": the local stand-in)')
+    p.add_argument('--vlm-model', default=None, help='model name at that endpoint')
+    p.add_argument('--vlm-source', default='openai', help='LazyLLM online source (default: openai-compatible)')
+    p.add_argument('--vlm-key-env', default=None, help='environment variable holding the API key, if one is needed')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='lazyllm-colpali', description='ColPali visual document retrieval '
                                      'for LazyLLM, stored in Milvus.', epilog=EPILOG,
@@ -84,6 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--repair', action='store_true', help='drop unreferenced vectors/images, rows without vectors, '
                                                          'and compact the vector file')
     _add_store_args(p)
+
+    p = sub.add_parser('eval', help='compare retrieval arms (ColPali, text/OCR, caption+QA, hybrid) on one dataset')
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--sample', action='store_true', help='the built-in sample (generated PDFs, charts, a scan)')
+    src.add_argument('--dataset', help='a dataset folder (corpus/ + queries + qrels, or BEIR/ViDoRe layout)')
+    src.add_argument('--corpus', help='a folder of PDFs/images (with --queries and --qrels)')
+    p.add_argument('--queries', help='queries .jsonl/.parquet ({"query_id", "query"})')
+    p.add_argument('--qrels', help='qrels .jsonl/.parquet/.tsv ({"query_id", "page": "file.pdf#3", "score"})')
+    p.add_argument('--arms', default=','.join(('colpali', 'text', 'caption', 'hybrid')),
+                   help='comma-separated: colpali,text,ocr,layout,caption,hybrid (default: colpali,text,caption,hybrid)')
+    p.add_argument('-k', '--topk', type=int, default=10, help='pages retrieved per query by every arm (default: 10)')
+    p.add_argument('--out', default='./eval_results', help='where the table, JSON and PNG chart go')
+    p.add_argument('--workdir', default=None, help='keep the arms\' indexes here and reuse them (default: a '
+                                                   'temporary folder, removed afterwards)')
+    p.add_argument('--hybrid-weights', default=None, help='RRF weights, e.g. colpali=1,text=0.5')
+    _add_vlm_args(p)
+    _add_model_args(p)
+
+    p = sub.add_parser('standin-vlm', help='run the local OpenAI-compatible stand-in VLM (no real model)')
+    p.add_argument('--port', type=int, default=8011)
 
     p = sub.add_parser('make-tiny-model', help='build a tiny random model folder offline (for tests and demos)')
     p.add_argument('out_dir')
@@ -211,10 +239,60 @@ def cmd_make_tiny_model(args) -> int:
     return 0
 
 
-_NOISY_LOGGERS = ('milvus_lite', 'faiss', 'faiss.loader', 'root', 'pymilvus')
+def cmd_eval(args) -> int:
+    from pathlib import Path
+
+    from .eval import build_sample, format_table, from_parts, load_dataset, run_eval, write_chart, write_json
+    from .settings import data_home, default_model
+    from .vlm import make_vlm
+
+    if args.sample:
+        dataset = build_sample(data_home() / 'sample_dataset')
+    elif args.dataset:
+        dataset = load_dataset(args.dataset)
+    else:
+        if not (args.queries and args.qrels):
+            raise SystemExit('error: --corpus needs --queries and --qrels')
+        dataset = from_parts(args.corpus, args.queries, args.qrels)
+    arms = [a.strip() for a in args.arms.split(',') if a.strip()]
+    weights = dict((k, float(v)) for k, v in (kv.split('=') for kv in args.hybrid_weights.split(','))) \
+        if args.hybrid_weights else None
+    vlm = server = None
+    if 'caption' in arms and (args.vlm_url or args.vlm_model):
+        vlm, server = make_vlm(args.vlm_url, args.vlm_model, source=args.vlm_source, api_key_env=args.vlm_key_env)
+    try:
+        start = time.perf_counter()
+        report = run_eval(dataset, arms, topk=args.topk, model=args.model or default_model(),
+                          device='cuda' if args.device.startswith('cuda') else 'cpu', vlm=vlm,
+                          workdir=args.workdir, hybrid_weights=weights)
+        seconds = time.perf_counter() - start
+    finally:
+        if server is not None:
+            server.stop()
+    out = Path(args.out)
+    table = format_table(report)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f'{report.dataset}_table.md').write_text(table + '\n')
+    print(table)
+    print(f'\n{seconds:.1f} s in all; wrote {write_json(report, out / f"{report.dataset}.json")}, '
+          f'{out / f"{report.dataset}_table.md"} and {write_chart(report, out / f"{report.dataset}.png")}')
+    return 0 if any(not a.error for a in report.arms) else 1
+
+
+def cmd_standin_vlm(args) -> int:
+    from .devtools.standin_vlm import serve_forever
+
+    print(f'stand-in VLM (not a real model) at http://127.0.0.1:{args.port}/v1/ ; Ctrl-C stops it')
+    serve_forever(port=args.port)
+    return 0
+
+
+_NOISY_LOGGERS = ('milvus_lite', 'faiss', 'faiss.loader', 'root', 'pymilvus', 'bm25s', 'jieba', 'RapidOCR',
+                  'matplotlib', 'numba')
 
 COMMANDS = {'index': cmd_index, 'search': cmd_search, 'docs': cmd_docs, 'delete': cmd_delete,
-            'check': cmd_check, 'serve-api': cmd_serve_api, 'make-tiny-model': cmd_make_tiny_model}
+            'check': cmd_check, 'serve-api': cmd_serve_api, 'make-tiny-model': cmd_make_tiny_model,
+            'eval': cmd_eval, 'standin-vlm': cmd_standin_vlm}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -66,3 +66,28 @@ def corpus_dir():
     if not CORPUS.is_dir():
         pytest.skip(f'real corpus not found at {CORPUS}')
     return CORPUS
+
+
+@pytest.fixture(scope='session')
+def sample_dataset(tmp_path_factory):
+    """The built-in evaluation sample: generated report/manual/brief PDFs, charts, and a scanned memo."""
+    from lazyllm_colpali.eval import build_sample
+
+    return build_sample(tmp_path_factory.mktemp('sample'))
+
+
+@pytest.fixture
+def standin_vlm():
+    """A real local HTTP server speaking the OpenAI chat API (what a remote VLM would be)."""
+    from lazyllm_colpali.devtools import StandinVLMServer
+
+    with StandinVLMServer() as server:
+        yield server
+
+
+def chat_module(server, stream: bool = False):
+    """LazyLLM's own online chat module, pointed at a local server."""
+    from lazyllm import OnlineChatModule
+
+    return OnlineChatModule(source='openai', base_url=server.base_url, model='standin-vlm', skip_auth=True,
+                            type='VLM', stream=stream)

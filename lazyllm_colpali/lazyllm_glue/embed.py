@@ -34,9 +34,11 @@ class ColPaliEmbed(ModuleBase):
     128
     """
 
-    def __init__(self, model: Optional[str] = None, *, encoder: Optional[ColPaliEncoder] = None,
+    def __init__(self, model: Union[str, ColPaliEncoder, None] = None, *, encoder: Optional[ColPaliEncoder] = None,
                  return_trace: bool = False, **encoder_kwargs):
         super().__init__(return_trace=return_trace)
+        if isinstance(model, ColPaliEncoder):   # ColPaliEmbed(encoder) reads naturally too
+            model, encoder = None, model
         self.encoder = encoder or ColPaliEncoder(model or default_model(), **encoder_kwargs)
 
     def forward(self, input: Union[str, List[Any]], modality: Optional[str] = None, **kw) -> List:

@@ -1,0 +1,161 @@
+"""Evaluation datasets: a corpus of files, queries, and graded relevance judgements (qrels) on pages.
+
+A page is named ``<path relative to the corpus folder>#<page number>`` (``report.pdf#3``), whatever arm
+retrieved it. Two layouts load:
+
+* this project's: ``DIR/corpus/`` (PDFs, images) + ``DIR/queries.jsonl`` (``{"query_id", "query"}``) +
+  ``DIR/qrels.jsonl`` (``{"query_id", "page": "report.pdf#3", "score": 1}``) or ``qrels.tsv``;
+* BEIR / ViDoRe-v2 style: ``corpus``, ``queries``, ``qrels`` as ``.jsonl`` or ``.parquet`` (``corpus-id``,
+  ``image`` bytes, ``query-id``, ``query``, ``score``); page images are written once under
+  ``DIR/.materialized/`` and each ``corpus-id`` becomes ``<corpus-id>.png#1``.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+from ..errors import ColPaliError
+
+
+class DatasetError(ColPaliError):
+    """An evaluation dataset is missing a part or has a malformed record (the message names the file)."""
+
+
+@dataclass
+class EvalDataset:
+    name: str
+    corpus_dir: Path
+    queries: Dict[str, str]
+    qrels: Dict[str, Dict[str, int]]
+    notes: List[str] = field(default_factory=list)
+
+    def page_key(self, source: str, page: int) -> str:
+        path = Path(source).resolve()
+        try:
+            relative = path.relative_to(self.corpus_dir.resolve()).as_posix()
+        except ValueError:
+            relative = path.name
+        return f'{relative}#{page}'
+
+    def validate(self) -> None:
+        if not self.queries:
+            raise DatasetError(f'{self.name}: no queries')
+        missing = sorted(set(self.qrels) - set(self.queries))
+        if missing:
+            raise DatasetError(f'{self.name}: qrels name queries that do not exist: {missing[:5]}')
+        judged = [q for q in self.queries if self.qrels.get(q)]
+        if not judged:
+            raise DatasetError(f'{self.name}: no query has a relevant page in the qrels')
+        unknown = sorted({key.split('#')[0] for rel in self.qrels.values() for key in rel
+                          if not (self.corpus_dir / key.split('#')[0]).exists()})
+        if unknown:
+            raise DatasetError(f'{self.name}: qrels name files missing from {self.corpus_dir}: {unknown[:5]}')
+
+
+def _read_records(path: Path) -> List[dict]:
+    try:
+        if path.suffix == '.parquet':
+            import pyarrow.parquet as pq
+            return pq.read_table(path).to_pylist()
+        if path.suffix == '.tsv':
+            lines = [line.rstrip('\n').split('\t') for line in path.read_text(encoding='utf-8').splitlines() if line]
+            header = lines[0] if lines and not lines[0][-1].lstrip('-').isdigit() else ['query-id', 'corpus-id', 'score']
+            body = lines[1:] if header is lines[0] else lines
+            return [dict(zip(header, row)) for row in body]
+        return [json.loads(line) for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        raise DatasetError(f'{path}: cannot be read ({e})') from e
+
+
+def _find(root: Path, stem: str) -> Optional[Path]:
+    for suffix in ('.jsonl', '.parquet', '.tsv'):
+        for candidate in (root / f'{stem}{suffix}', root / stem / f'test{suffix}'):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def _field(record: dict, *names: str, where: Path):
+    for name in names:
+        if name in record and record[name] is not None:
+            return record[name]
+    raise DatasetError(f'{where}: a record has none of the fields {names}: {str(record)[:120]}')
+
+
+def load_queries(path: Path) -> Dict[str, str]:
+    return {str(_field(r, 'query_id', 'query-id', '_id', 'id', where=path)): str(_field(r, 'query', 'text', where=path))
+            for r in _read_records(path)}
+
+
+def load_qrels(path: Path, aliases: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, int]]:
+    qrels: Dict[str, Dict[str, int]] = {}
+    for record in _read_records(path):
+        qid = str(_field(record, 'query_id', 'query-id', 'qid', where=path))
+        page = str(_field(record, 'page', 'corpus_id', 'corpus-id', 'doc_id', where=path))
+        page = (aliases or {}).get(page, page)
+        if '#' not in page:
+            page = f'{page}#1'
+        score = int(float(record.get('score', record.get('relevance', 1))))
+        if score > 0:
+            qrels.setdefault(qid, {})[page] = score
+    return qrels
+
+
+def _materialize_corpus(root: Path, corpus_file: Path) -> Dict[str, str]:
+    """BEIR-style corpus with image bytes -> ``.materialized/<corpus-id>.png``; returns corpus-id -> page key."""
+    from PIL import Image
+
+    out = root / '.materialized'
+    out.mkdir(exist_ok=True)
+    aliases = {}
+    for record in _read_records(corpus_file):
+        cid = str(_field(record, 'corpus-id', 'corpus_id', '_id', 'id', where=corpus_file))
+        target = out / f'{cid}.png'
+        if not target.exists():
+            image = record.get('image')
+            data = image.get('bytes') if isinstance(image, dict) else image
+            if isinstance(data, (bytes, bytearray)):
+                Image.open(io.BytesIO(data)).convert('RGB').save(target)
+            elif isinstance(image, dict) and image.get('path') and Path(root, image['path']).exists():
+                Image.open(Path(root, image['path'])).convert('RGB').save(target)
+            else:
+                raise DatasetError(f'{corpus_file}: corpus record {cid!r} has no image bytes')
+        aliases[cid] = f'{cid}.png#1'
+    return aliases
+
+
+def load_dataset(path: str | Path, name: Optional[str] = None) -> EvalDataset:
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f'{root}: no such dataset folder')
+    queries_file, qrels_file = _find(root, 'queries'), _find(root, 'qrels')
+    if queries_file is None or qrels_file is None:
+        raise DatasetError(f'{root}: expected queries.jsonl|parquet and qrels.jsonl|parquet|tsv in the folder')
+    if (root / 'corpus').is_dir():
+        corpus_dir, aliases = root / 'corpus', {}
+    else:
+        corpus_file = _find(root, 'corpus')
+        if corpus_file is None:
+            raise DatasetError(f'{root}: no corpus/ folder and no corpus.jsonl|parquet')
+        aliases = _materialize_corpus(root, corpus_file)
+        corpus_dir = root / '.materialized'
+    dataset = EvalDataset(name or root.name, corpus_dir, load_queries(queries_file), load_qrels(qrels_file, aliases))
+    dataset.validate()
+    return dataset
+
+
+def from_parts(corpus: str | Path, queries: str | Path, qrels: str | Path, name: Optional[str] = None) -> EvalDataset:
+    """A user's folder of documents plus a queries file and a qrels file (any of the layouts above)."""
+    corpus_dir = Path(corpus).expanduser()
+    if not corpus_dir.is_dir():
+        raise DatasetError(f'{corpus_dir}: the corpus must be a folder of PDFs or images')
+    dataset = EvalDataset(name or corpus_dir.name, corpus_dir, load_queries(Path(queries)), load_qrels(Path(qrels)))
+    dataset.validate()
+    return dataset
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    path.write_text(''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in records), encoding='utf-8')

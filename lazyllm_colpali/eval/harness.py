@@ -1,0 +1,219 @@
+"""Run every retrieval arm over one dataset with the same top-k and compare them side by side.
+
+Arms: ``colpali`` (visual MaxSim), ``text`` (text layer + OCR for scans, BM25), ``ocr`` (OCR on every page),
+``layout`` (MinerU, when installed), ``caption`` (VLM caption + QA, BM25; needs a chat module) and
+``hybrid`` (reciprocal rank fusion of the visual arm with the text arms that ran). Each arm reports ranx
+metrics, query latency p50/p95, indexing seconds per page and bytes per page. An arm that cannot run here
+(no model, no VLM, no MinerU) is reported with its reason instead of stopping the others.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from ..errors import ColPaliError
+from ..logging import LOG
+from .dataset import EvalDataset
+from .metrics import DEFAULT_METRICS, evaluate_run, percentile
+
+ALL_ARMS = ('colpali', 'text', 'ocr', 'layout', 'caption', 'hybrid')
+DEFAULT_ARMS = ('colpali', 'text', 'caption', 'hybrid')
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    metrics: Dict[str, float] = field(default_factory=dict)
+    latency_p50_ms: float = float('nan')
+    latency_p95_ms: float = float('nan')
+    index_seconds: float = float('nan')
+    index_s_per_page: float = float('nan')
+    bytes_per_page: float = float('nan')
+    pages: int = 0
+    error: Optional[str] = None
+    note: str = ''
+    run: Dict[str, Dict[str, float]] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    topk: int
+    n_queries: int
+    n_pages: int
+    model: str
+    arms: List[ArmResult]
+    metrics: Sequence[str] = DEFAULT_METRICS
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = asdict(self)
+        for arm in data['arms']:
+            arm.pop('run', None)
+        return data
+
+
+class _Arm:
+    """What the harness needs from an arm: index the corpus, then answer queries with SearchHits."""
+
+    def __init__(self, name: str, index: Any, close: Callable[[], None], note: str = ''):
+        self.name, self.index, self.close, self.note = name, index, close, note
+
+    def search(self, query: str, topk: int):
+        return self.index.search(query, topk)
+
+
+def _visual_arm(workdir: Path, model: str, device: str) -> _Arm:
+    from ..indexer import ColPaliIndex
+    from ..models.encoder import ColPaliEncoder
+    from ..retrieve.retriever import MaxSimRetriever
+    from ..store.milvus_store import MilvusMultiVectorStore
+
+    encoder = ColPaliEncoder(model, device=device)
+    store = MilvusMultiVectorStore(str(workdir / 'colpali.db'), 'eval_pages', dim=encoder.dim)
+    index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode='exact'))
+    note = 'random tiny model: ranking meaningless' if model.startswith('tiny:') else ''
+    return _Arm('colpali', index, store.close, note)
+
+
+def _text_arm(name: str, workdir: Path, extractor: Any, note: str = '') -> _Arm:
+    from ..text.page_index import PageTextIndex
+
+    index = PageTextIndex(workdir / name, extractor=extractor)
+    return _Arm(name, index, index.close, note)
+
+
+def _storage(arm: _Arm) -> int:
+    return int(sum(arm.index.store.storage_bytes().values()) if arm.name == 'colpali'
+               else sum(arm.index.storage_bytes().values()))
+
+
+def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: int = 10,
+             model: str = 'tiny:colpali', device: str = 'cpu', vlm: Optional[Callable] = None,
+             workdir: Optional[str | Path] = None, hybrid_weights: Optional[Dict[str, float]] = None,
+             rrf_k: int = 60, metrics: Sequence[str] = DEFAULT_METRICS) -> EvalReport:
+    unknown = [a for a in arms if a not in ALL_ARMS]
+    if unknown:
+        raise ValueError(f'unknown arms {unknown}; choose from {", ".join(ALL_ARMS)}')
+    own_tmp = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix='colpali_eval_')) if own_tmp else Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stats_file = workdir / 'index_stats.json'
+    stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    results: List[ArmResult] = []
+    built: Dict[str, _Arm] = {}
+    n_pages = 0
+    try:
+        for name in [a for a in arms if a != 'hybrid']:
+            result = ArmResult(name)
+            results.append(result)
+            try:
+                arm = _make_arm(name, workdir, model, device, vlm)
+            except (ColPaliError, ImportError) as e:
+                result.error = str(e).splitlines()[0]
+                LOG.warning(f'eval: arm {name} skipped: {result.error}')
+                continue
+            built[name] = arm
+            result.note = arm.note
+            _index_arm(arm, dataset, result, stats)
+            n_pages = max(n_pages, result.pages)
+            _query_arm(arm.search, dataset, topk, result, metrics)
+        if 'hybrid' in arms:
+            members = [r for r in results if r.arm in built]
+            results.append(_hybrid(built, dataset, topk, hybrid_weights, rrf_k, metrics, members))
+        stats_file.write_text(json.dumps(stats, indent=1))
+    finally:
+        for arm in built.values():
+            arm.close()
+        if own_tmp:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return EvalReport(dataset.name, topk, len(dataset.queries), n_pages, model, results, tuple(metrics))
+
+
+def _make_arm(name: str, workdir: Path, model: str, device: str, vlm: Optional[Callable]) -> _Arm:
+    from ..text.extract import MinerUExtractor, get_extractor
+
+    if name == 'colpali':
+        return _visual_arm(workdir, model, device)
+    if name in ('text', 'ocr'):
+        return _text_arm(name, workdir, get_extractor('auto' if name == 'text' else 'ocr'))
+    if name == 'layout':
+        extractor = MinerUExtractor()
+        if not extractor.available():
+            from ..text.extract import ExtractorUnavailableError
+            raise ExtractorUnavailableError('MinerU is not installed (pip install "lazyllm-colpali[layout]")')
+        return _text_arm(name, workdir, extractor)
+    if name == 'caption':
+        if vlm is None:
+            raise ColPaliError('no VLM given (--vlm-url URL --vlm-model NAME, or --vlm standin)')
+        from ..text.augment import CaptionQAAugmenter
+        return _text_arm(name, workdir, CaptionQAAugmenter(vlm, cache_dir=workdir / 'caption_cache'))
+    raise ValueError(name)
+
+
+def _index_arm(arm: _Arm, dataset: EvalDataset, result: ArmResult, stats: Dict[str, Any]) -> None:
+    start = time.perf_counter()
+    report = arm.index.add([dataset.corpus_dir])
+    elapsed = time.perf_counter() - start
+    for failure in report.failures:
+        LOG.warning(f'eval: {arm.name}: skipped {failure.path}: {failure.reason}')
+    result.pages = report.added_pages + report.skipped_pages
+    if report.added_pages:   # a reused workdir keeps the timing of the run that built the index
+        stats[arm.name] = {'seconds': elapsed, 'pages': report.added_pages}
+    timing = stats.get(arm.name, {'seconds': elapsed, 'pages': max(1, report.added_pages)})
+    result.index_seconds = timing['seconds']
+    result.index_s_per_page = timing['seconds'] / max(1, timing['pages'])
+    result.bytes_per_page = _storage(arm) / max(1, result.pages)
+
+
+def _query_arm(search: Callable, dataset: EvalDataset, topk: int, result: ArmResult,
+               metrics: Sequence[str]) -> None:
+    latencies: List[float] = []
+    run: Dict[str, Dict[str, float]] = {}
+    for qid, query in dataset.queries.items():
+        start = time.perf_counter()
+        hits = search(query, topk)
+        latencies.append((time.perf_counter() - start) * 1000)
+        ranking: Dict[str, float] = {}
+        for rank, hit in enumerate(hits[:topk]):
+            # ranx sorts by score: use rank-derived scores so ties and arm-specific scales cannot reorder
+            ranking.setdefault(dataset.page_key(hit.source, hit.page), float(topk - rank))
+        run[qid] = ranking
+    result.run = run
+    result.metrics = evaluate_run(dataset.qrels, run, metrics)
+    result.latency_p50_ms = percentile(latencies, 50)
+    result.latency_p95_ms = percentile(latencies, 95)
+
+
+def _hybrid(built: Dict[str, _Arm], dataset: EvalDataset, topk: int, weights: Optional[Dict[str, float]],
+            rrf_k: int, metrics: Sequence[str], member_results: List[ArmResult]) -> ArmResult:
+    from ..lazyllm_glue.arms import HybridRetriever
+
+    result = ArmResult('hybrid')
+    members = {name: arm for name, arm in built.items() if name != 'hybrid'}
+    if 'colpali' not in members or len(members) < 2:
+        result.error = 'needs the colpali arm and at least one text arm'
+        return result
+    retriever = HybridRetriever({name: _SearchModule(arm) for name, arm in members.items()},
+                                weights={k: v for k, v in (weights or {}).items() if k in members},
+                                topk=topk, depth=max(50, topk), k=rrf_k, output_format='hits')
+    result.note = 'RRF of ' + '+'.join(members)
+    # Serving a hybrid means building and storing every member arm.
+    result.index_s_per_page = sum(arm.index_s_per_page for arm in member_results)
+    result.bytes_per_page = sum(arm.bytes_per_page for arm in member_results)
+    _query_arm(lambda q, k: retriever(q, topk=k), dataset, topk, result, metrics)
+    return result
+
+
+class _SearchModule:
+    """An arm's index as the ``query, topk= -> hits`` callable HybridRetriever fans out to."""
+
+    def __init__(self, arm: _Arm):
+        self.arm = arm
+
+    def __call__(self, query: str, topk: int = 10):
+        return self.arm.search(query, topk)

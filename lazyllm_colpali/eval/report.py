@@ -1,0 +1,76 @@
+"""The comparison table (Markdown), its JSON, and a PNG bar chart."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import List
+
+from .harness import EvalReport
+
+_LABELS = {'ndcg@5': 'nDCG@5', 'ndcg@10': 'nDCG@10', 'recall@1': 'R@1', 'recall@5': 'R@5', 'recall@10': 'R@10',
+           'mrr': 'MRR'}
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return '-' if value is None or (isinstance(value, float) and math.isnan(value)) else f'{value:.{digits}f}'
+
+
+def _size(n: float) -> str:
+    if n is None or math.isnan(n):
+        return '-'
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if n < 1024 or unit == 'GiB':
+            return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
+        n /= 1024
+    return str(n)
+
+
+def format_table(report: EvalReport) -> str:
+    header = ['arm', *(_LABELS.get(m, m) for m in report.metrics), 'p50 ms', 'p95 ms', 'index s/page',
+              'bytes/page', 'note']
+    rows: List[List[str]] = []
+    for arm in report.arms:
+        if arm.error:
+            rows.append([arm.arm, *(['-'] * (len(header) - 2)), f'not run: {arm.error}'])
+            continue
+        rows.append([arm.arm, *(_fmt(arm.metrics.get(m)) for m in report.metrics), _fmt(arm.latency_p50_ms, 1),
+                     _fmt(arm.latency_p95_ms, 1), _fmt(arm.index_s_per_page, 3), _size(arm.bytes_per_page),
+                     arm.note])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: '| ' + ' | '.join(c.ljust(w) for c, w in zip(cells, widths)) + ' |'  # noqa: E731
+    title = (f'{report.dataset}: {report.n_queries} queries, {report.n_pages} pages, top-{report.topk}, '
+             f'model {report.model}')
+    return '\n'.join([title, '', line(header), '|' + '|'.join('-' * (w + 2) for w in widths) + '|',
+                      *map(line, rows)])
+
+
+def write_json(report: EvalReport, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_dict(), indent=1, default=float))
+    return path
+
+
+def write_chart(report: EvalReport, path: str | Path, metrics=('ndcg@5', 'ndcg@10', 'recall@5', 'mrr')) -> Path:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    arms = [a for a in report.arms if not a.error]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(arms) + 2), 4), dpi=120)
+    width = 0.8 / max(1, len(metrics))
+    for i, metric in enumerate(metrics):
+        values = [a.metrics.get(metric, 0.0) for a in arms]
+        bars = ax.bar([x + i * width for x in range(len(arms))], values, width, label=_LABELS.get(metric, metric))
+        ax.bar_label(bars, fmt='%.2f', fontsize=7)
+    ax.set_xticks([x + width * (len(metrics) - 1) / 2 for x in range(len(arms))], [a.arm for a in arms])
+    ax.set_ylim(0, 1.08)
+    ax.set_title(f'{report.dataset}: retrieval quality by arm (top-{report.topk})')
+    ax.legend(ncols=len(metrics), fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.08))
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
