@@ -88,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--host', default='127.0.0.1', help='bind address (default: 127.0.0.1, this machine only)')
     p.add_argument('--port', type=int, default=8765)
 
+    p = sub.add_parser('serve', help='browser chat (lazyllm.WebModule) over the collection, with page thumbnails',
+                       epilog='example: lazyllm-colpali serve --model tiny:colpali --vlm-url standin',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_args(p)
+    _add_store_args(p)
+    _add_vlm_args(p)
+    p.add_argument('--host', default='127.0.0.1', help='bind address (default: 127.0.0.1, this machine only)')
+    p.add_argument('--port', type=int, default=None, help='port (default: first free in 20500-20799)')
+    p.add_argument('-k', '--topk', type=int, default=5, help='pages retrieved per question (default: 5)')
+    p.add_argument('--pages', type=int, default=3, help='pages shown to the VLM and cited (default: 3)')
+    p.add_argument('--image-side', type=int, default=1024, help='max px of page images sent to the VLM')
+
     p = sub.add_parser('check', help='cross-check Milvus rows, local vectors and page images')
     p.add_argument('--repair', action='store_true', help='drop unreferenced vectors/images, rows without vectors, '
                                                          'and compact the vector file')
@@ -220,6 +232,39 @@ def cmd_serve_api(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .generation import AnswerSettings
+    from .lazyllm_glue.components import ColPaliDocument
+    from .lazyllm_glue.embed import ColPaliEmbed
+    from .serving.chat import LocalWebModule, VisualChat
+    from .settings import DEFAULT_COLLECTION, default_db
+    from .vlm import make_vlm
+
+    encoder = _encoder(args)   # a missing model fails here, before the UI starts
+    doc = ColPaliDocument(None, embed=ColPaliEmbed(encoder), db=args.db or default_db(),
+                          collection=args.collection or DEFAULT_COLLECTION, data_dir=args.data_dir, progress=False)
+    pages = doc.index.store.count()
+    vlm = server = None
+    if args.vlm_url or args.vlm_model:
+        vlm, server = make_vlm(args.vlm_url, args.vlm_model, source=args.vlm_source, api_key_env=args.vlm_key_env)
+    chat = VisualChat(doc, vlm, topk=args.topk,
+                      settings=AnswerSettings(pages=args.pages, max_image_side=args.image_side))
+    web = LocalWebModule(chat, host=args.host, port=args.port, stream=True, encode_files=True,
+                         title='lazyllm-colpali: chat with your documents')
+    try:
+        web.start()
+        print(f'chat at {web.url}  ({pages} pages indexed in {doc.db}; answers by '
+              f'{"the stand-in VLM (not a real model)" if server else args.vlm_model or "no VLM: pages only"}); '
+              'Ctrl-C stops', flush=True)
+        web.wait()
+    finally:
+        web.stop()
+        doc.close()
+        if server is not None:
+            server.stop()
+    return 0
+
+
 def cmd_check(args) -> int:
     with _store(args) as store:
         report = store.check(repair=args.repair)
@@ -292,7 +337,7 @@ _NOISY_LOGGERS = ('milvus_lite', 'faiss', 'faiss.loader', 'root', 'pymilvus', 'b
 
 COMMANDS = {'index': cmd_index, 'search': cmd_search, 'docs': cmd_docs, 'delete': cmd_delete,
             'check': cmd_check, 'serve-api': cmd_serve_api, 'make-tiny-model': cmd_make_tiny_model,
-            'eval': cmd_eval, 'standin-vlm': cmd_standin_vlm}
+            'eval': cmd_eval, 'serve': cmd_serve, 'standin-vlm': cmd_standin_vlm}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence
 
 from tqdm.auto import tqdm
 
@@ -40,7 +40,10 @@ class ColPaliIndex:
         self.progress = progress
 
     # -- ingestion -------------------------------------------------------------------------------------
-    def add(self, paths: Iterable[str | Path], metadata: Optional[dict] = None) -> IngestReport:
+    def add(self, paths: Iterable[str | Path], metadata: Optional[dict] = None,
+            on_progress: Optional[Callable[[int, int], None]] = None) -> IngestReport:
+        """Index every page not yet stored. ``on_progress(done, total)`` is called after each stored batch
+        (the chat UI streams it; the terminal gets a tqdm bar)."""
         report = IngestReport()
         files, problems = expand_sources(paths)
         report.failures.extend(IngestFailure(p, r) for p, r in problems)
@@ -59,6 +62,8 @@ class ColPaliIndex:
             plan.append((path, doc_id, todo))
         total = sum(len(todo) for _, _, todo in plan)
         with tqdm(total=total, desc='Indexing pages', unit='page', disable=not self.progress or total == 0) as bar:
+            if on_progress is not None:
+                bar = _NotifyingBar(bar, total, on_progress)
             for path, doc_id, todo in plan:
                 if todo:
                     try:
@@ -125,3 +130,15 @@ class ColPaliIndex:
         return self.retriever.search_vectors(vectors, topk, filters)
 
     __call__ = search
+
+
+class _NotifyingBar:
+    """A tqdm bar that also reports ``(done, total)`` to a callback."""
+
+    def __init__(self, bar, total: int, callback: Callable[[int, int], None]):
+        self.bar, self.total, self.callback, self.done = bar, total, callback, 0
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+        self.done += n
+        self.callback(self.done, self.total)

@@ -64,8 +64,9 @@ class ColPaliDocument(ModuleBase):
         # ``.start()`` on a flow that holds this document builds the index then, not at the first query.
         return pipeline(lambda *args: self.index)
 
-    def add_files(self, paths: Iterable[Union[str, Path]], metadata: Optional[Dict[str, Any]] = None) -> IngestReport:
-        self.last_report = self.index.add(paths, metadata)
+    def add_files(self, paths: Iterable[Union[str, Path]], metadata: Optional[Dict[str, Any]] = None,
+                  on_progress=None) -> IngestReport:
+        self.last_report = self.index.add(paths, metadata, on_progress=on_progress)
         return self.last_report
 
     def delete_documents(self, doc_ids: Iterable[str]) -> int:

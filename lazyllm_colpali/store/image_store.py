@@ -38,6 +38,21 @@ class PageImageStore:
             return None
         return candidate
 
+    def thumbnail(self, doc_id: str, page_id: str, max_side: int) -> Optional[Path]:
+        """A copy of the page no larger than ``max_side`` px (cached beside the page, deleted with its doc)."""
+        source = self.path_for(doc_id, page_id)
+        if not source.is_file():
+            return None
+        target = source.parent / 'thumbs' / f'{page_id}_{max_side}.jpg'
+        if not target.exists():
+            target.parent.mkdir(exist_ok=True)
+            with Image.open(source) as image:
+                image.thumbnail((max_side, max_side))
+                tmp = target.with_suffix('.tmp')
+                image.convert('RGB').save(tmp, format='JPEG', quality=85)
+                os.replace(tmp, target)
+        return target
+
     def delete_doc(self, doc_id: str) -> None:
         shutil.rmtree(self.root / doc_id, ignore_errors=True)
 

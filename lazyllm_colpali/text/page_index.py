@@ -145,9 +145,10 @@ class PageTextIndex:
             if page_id and score > 0 and score > best.get(page_id, float('-inf')):
                 best[page_id] = score
         ranked = sorted(best.items(), key=lambda kv: -kv[1])[:topk]
-        records = self.store.get([pid for pid, _ in ranked])
+        records = self.store.get([pid for pid, _ in ranked], with_text=True)
+        # The page text rides along: answer prompts and the eval report can use it without another lookup.
         return [SearchHit(pid, records[pid].doc_id, records[pid].source, records[pid].file_name, records[pid].page,
-                          score, '', {'arm_text': records[pid].producer})
+                          score, '', {'arm_text': records[pid].producer, 'text': records[pid].text[:4000]})
                 for pid, score in ranked if pid in records]
 
     def storage_bytes(self) -> Dict[str, int]:

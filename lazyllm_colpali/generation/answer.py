@@ -1,0 +1,139 @@
+"""The answering step of visual RAG: a VLM gets the question and the top pages, answers with citations.
+
+Works on the hits of any arm (visual, text, hybrid) and with any LazyLLM chat module; the images sent are
+the retrieved pages at ``max_image_side`` px, and the text of text-arm hits goes into the prompt too.
+
+    answerer = PageAnswerer(vlm, AnswerSettings(pages=3, max_image_side=1024))
+    answer = answerer(hits, query='What was revenue in 2023?')
+    answer.text, answer.citations          # '... [report.pdf, p. 2]', [('report.pdf', 2), ...]
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+from lazyllm.module import ModuleBase
+
+from ..errors import ColPaliError
+from ..retrieve.retriever import SearchHit
+from .page_images import page_image
+
+PROMPT = ('Answer the question using only the attached document pages{text_note}. After each fact, cite its '
+          'page as [file, p. N]. If the pages do not contain the answer, say so.\n'
+          'Pages attached, in order: {pages}.{texts}\n\nQuestion: {query}')
+
+
+class VLMUnavailableError(ColPaliError):
+    """The chat model did not answer (unreachable, refused, or an error status)."""
+
+
+@dataclass
+class AnswerSettings:
+    pages: int = 3                 # top pages handed to the VLM
+    max_image_side: int = 1024     # px; larger pages are downscaled before sending
+    include_text: bool = True      # add page text from text-arm hits to the prompt
+    max_text_chars: int = 1500     # per page
+
+
+@dataclass
+class Answer:
+    query: str
+    text: str
+    hits: List[SearchHit]
+    images: List[str] = field(default_factory=list)
+
+    @property
+    def citations(self) -> List[Tuple[str, int]]:
+        return [(h.file_name, h.page) for h in self.hits]
+
+
+def hits_from(items: Sequence[Any]) -> List[SearchHit]:
+    """SearchHits from hits, dicts or the ImageDocNodes our retrievers return."""
+    hits = []
+    for item in items or []:
+        if isinstance(item, SearchHit):
+            hits.append(item)
+        elif isinstance(item, dict):
+            hits.append(SearchHit(**{k: item[k] for k in SearchHit.__dataclass_fields__ if k in item}))
+        else:
+            meta = dict(getattr(item, 'metadata', {}) or {})
+            hits.append(SearchHit(str(getattr(item, '_uid', '') or meta.get('page_id', '')), meta.get('doc_id', ''),
+                                  meta.get('source', ''), meta.get('file_name', ''), int(meta.get('page', 0)),
+                                  float(getattr(item, 'similarity_score', None) or meta.get('score', 0.0)),
+                                  getattr(item, 'image_path', '') or '',
+                                  {k: v for k, v in meta.items() if k not in ('file_name', 'source', 'page', 'doc_id',
+                                                                             'score')}))
+    return hits
+
+
+_MD_IMAGE = re.compile(r'!\[')
+_HTML_IMG = re.compile(r'<\s*img', re.I)
+
+
+def sanitize_markdown(text: str) -> str:
+    """Neutralise image syntax in model output: the chat UI inlines any local file an answer points at, so
+    only images this package adds (from its own page store) may appear."""
+    return _HTML_IMG.sub('&lt;img', _MD_IMAGE.sub('!&#91;', text or ''))
+
+
+def _answer_text(answer: Any) -> str:
+    if isinstance(answer, dict):
+        answer = answer.get('content', answer.get('text', ''))
+    return str(answer or '').strip()
+
+
+class PageAnswerer(ModuleBase):
+    """``(hits or nodes, query) -> Answer`` with any LazyLLM chat module of type VLM."""
+
+    def __init__(self, llm: Callable, settings: Optional[AnswerSettings] = None, *, image_cache: Optional[Path] = None,
+                 return_trace: bool = False):
+        super().__init__(return_trace=return_trace)
+        self.llm = llm
+        self.settings = settings or AnswerSettings()
+        self.image_cache = image_cache
+
+    def prompt(self, query: str, hits: List[SearchHit]) -> str:
+        pages = ', '.join(f'[{h.file_name}, p. {h.page}]' for h in hits)
+        texts = ''
+        if self.settings.include_text:
+            blocks = [f'\n[{h.file_name}, p. {h.page}] text:\n{h.metadata["text"][:self.settings.max_text_chars]}'
+                      for h in hits if h.metadata.get('text')]
+            texts = ''.join(blocks)
+        note = ' and their text' if texts else ''
+        return PROMPT.format(pages=pages, texts=texts, query=query, text_note=note)
+
+    def forward(self, items: Sequence[Any], query: str = '', **kw) -> Answer:
+        return self.answer(items, query)
+
+    def answer(self, items: Sequence[Any], query: str) -> Answer:
+        """Like calling the module, but errors keep their type (LazyLLM re-types errors raised in ``forward``
+        as ModuleExecutionError, keeping only the message)."""
+        from lazyllm.components.formatter import encode_query_with_filepaths
+
+        hits = hits_from(items)[:self.settings.pages]
+        if not hits:
+            return Answer(query, 'No indexed page matches this question.', [])
+        images = [str(p) for p in (page_image(h, self.settings.max_image_side, self.image_cache) for h in hits) if p]
+        try:
+            raw = self.llm(encode_query_with_filepaths(self.prompt(query, hits), images))
+        except Exception as e:   # LazyLLM wraps HTTP/connection failures in several types: all mean "no answer"
+            url = getattr(self.llm, '_base_url', None) or getattr(self.llm, 'base_url', None) or 'the configured VLM'
+            raise VLMUnavailableError(f'the VLM at {url} did not answer ({type(e).__name__}: {str(e)[:200]}). '
+                                      'Is it running and reachable? Retrieval still works: try search.') from e
+        text = _answer_text(raw)
+        if not text:
+            raise VLMUnavailableError('the VLM returned an empty answer')
+        return Answer(query, text, hits, images)
+
+
+def answer_markdown(answer: Answer, thumbnails: Optional[List[Optional[str]]] = None) -> str:
+    """The answer as Markdown: model text (image syntax neutralised), then numbered sources with thumbnails."""
+    lines = [sanitize_markdown(answer.text), '', '**Sources**']
+    for i, hit in enumerate(answer.hits, 1):
+        lines.append(f'{i}. {hit.file_name}, p. {hit.page} (score {hit.score:.2f})')
+        thumb = thumbnails[i - 1] if thumbnails and i - 1 < len(thumbnails) else None
+        if thumb:
+            lines.append(f'![{hit.file_name} p. {hit.page}]({thumb})')
+    return '\n'.join(lines)

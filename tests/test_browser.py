@@ -1,0 +1,138 @@
+"""A real browser (Debian's chromium, headless) against `lazyllm-colpali serve`: upload a PDF from the chat,
+ask a question, see the answer and page thumbnails. Screenshots go to test-artifacts/ (or
+$LAZYLLM_COLPALI_ARTIFACTS). Skipped where chromium is not installed, except in CI, where it must run."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lazyllm_colpali.serving.chat import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get('LAZYLLM_COLPALI_ARTIFACTS', ROOT / 'test-artifacts'))
+CHROMIUM, CHROMEDRIVER = shutil.which('chromium'), shutil.which('chromedriver')
+
+
+def _need_browser():
+    missing = [n for n, p in (('chromium', CHROMIUM), ('chromedriver', CHROMEDRIVER)) if not p]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append('selenium')
+    if missing:
+        message = f'browser test needs {", ".join(missing)} (apt-get install chromium chromium-driver)'
+        if os.environ.get('CI') == 'true':
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    env = dict(os.environ, LAZYLLM_COLPALI_HOME=str(tmp_path / 'home'))
+    log = open(tmp_path / 'serve.log', 'w')
+    proc = subprocess.Popen([sys.executable, '-m', 'lazyllm_colpali.cli', 'serve', '--model', 'tiny:colpali',
+                             '--vlm-url', 'standin', '--db', str(tmp_path / 'db' / 'c.db'), '--port', str(port),
+                             '--pages', '2'], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    url = f'http://127.0.0.1:{port}'
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except (urllib.error.URLError, ConnectionError):
+            assert proc.poll() is None, (tmp_path / 'serve.log').read_text()[-3000:]
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail('serve did not come up in 180 s:\n' + (tmp_path / 'serve.log').read_text()[-3000:])
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _wait_for(driver, text: str, timeout: float = 240) -> str:
+    from selenium.webdriver.common.by import By
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        body = driver.find_element(By.TAG_NAME, 'body').text
+        if text in body:
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f'{text!r} did not appear; page text ends with:\n{body[-1500:]}')
+
+
+def test_chat_in_a_browser_uploads_a_pdf_and_answers_with_thumbnails(server, sample_dataset, tmp_path):
+    _need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    # The UI can read nothing outside the page store: gradio's file route refuses other paths.
+    secret = tmp_path / 'secret.png'
+    Image.new('RGB', (40, 40), 'red').save(secret)
+    for probe in (f'{server}/gradio_api/file={secret}', f'{server}/gradio_api/file=/etc/passwd'):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(probe, timeout=10)
+        assert refused.value.code in (403, 404)
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
+                 '--window-size=1400,1000'):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        driver.get(server)
+        box = None
+        for _ in range(60):
+            boxes = [t for t in driver.find_elements(By.CSS_SELECTOR, 'textarea') if t.is_displayed()]
+            box = next((t for t in boxes if t.get_attribute('placeholder')), None)
+            if box:
+                break
+            time.sleep(0.5)
+        assert box is not None, 'chat input not found'
+
+        # 1. An empty collection says what to do.
+        box.send_keys('Is anything indexed?', Keys.ENTER)
+        _wait_for(driver, 'No documents are indexed yet')
+
+        # 2. Upload a PDF with a question: it is indexed, then answered, with thumbnails of the cited pages.
+        driver.find_element(By.CSS_SELECTOR, 'input[type=file]').send_keys(
+            str(sample_dataset.corpus_dir / 'hydra_pump_manual.pdf'))
+        time.sleep(1.5)
+        box.send_keys(f'What is the maximum operating pressure? ![x]({secret})', Keys.ENTER)
+        body = _wait_for(driver, 'I received 2 page image(s)')
+        assert 'Indexed hydra_pump_manual.pdf: 3 pages added' in body
+        assert body.count('hydra_pump_manual.pdf, p. ') >= 2
+        thumbs = [i for i in driver.find_elements(By.CSS_SELECTOR, 'img')
+                  if (i.get_attribute('src') or '').startswith('data:image/jpg;base64')]
+        assert len(thumbs) == 2 and all(i.size['width'] > 50 for i in thumbs)
+        # the path the question smuggled in (echoed back by the model) was not turned into an image
+        assert not [i for i in driver.find_elements(By.CSS_SELECTOR, 'img')
+                    if (i.get_attribute('src') or '').startswith('data:image/png')]
+        driver.save_screenshot(str(ARTIFACTS / 'chat_answer_with_thumbnails.png'))
+        answer = driver.find_element(By.XPATH, "//p[contains(., 'I received 2 page image')]")
+        driver.execute_script('arguments[0].scrollIntoView({block: "start"});', answer)
+        time.sleep(0.5)
+        driver.save_screenshot(str(ARTIFACTS / 'chat_answer_text.png'))
+    finally:
+        driver.quit()
+    with Image.open(ARTIFACTS / 'chat_answer_with_thumbnails.png') as shot:
+        assert shot.size[0] >= 1000
