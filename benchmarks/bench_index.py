@@ -52,7 +52,7 @@ def percentile(values, q):
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--pages', type=int, default=200)
     parser.add_argument('--model', default='tiny:colpali')
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--queries', type=int, default=50)
     parser.add_argument('--out', default='benchmarks/results/index.json')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix='bench_index_'))
     (work / 'pdfs').mkdir()
@@ -115,6 +115,7 @@ def main() -> None:
         print(f'{mode:<12}{row["p50_ms"]:>10.1f}{row["p95_ms"]:>10.1f}')
     print('\nbytes/page: ' + ', '.join(f'{k} {v / 1024:.1f} KiB' for k, v in result['bytes_per_page'].items()))
     print(f'JSON written to {args.out}')
+    return result
 
 
 if __name__ == '__main__':

@@ -73,3 +73,12 @@ def test_bad_files_only_exit_nonzero_naming_them(tiny_model_dir, tmp_path, bad_f
               '--db', tmp_path / 'x.db', '--no-progress')
     assert out.returncode == 1
     assert 'encrypted.pdf: encrypted PDF' in out.stdout and 'empty.pdf: empty file' in out.stdout
+
+
+def test_serve_with_a_missing_model_says_so_before_starting(tmp_path):
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, '-m', 'lazyllm_colpali.cli', 'serve', '--model', 'vidore/not-here',
+                          '--db', str(tmp_path / 'c.db')], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and 'Traceback' not in run.stderr
+    assert "error: model 'vidore/not-here'" in run.stderr and '--model' in run.stderr

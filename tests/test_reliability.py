@@ -74,13 +74,24 @@ def _start_server(data_dir: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen([str(exe), 'server', '--data-dir', str(data_dir), '--port', str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while time.time() < deadline:
+    while time.time() < deadline:   # the port opens before gRPC answers: wait until a real call succeeds
         with socket.socket() as s:
-            if s.connect_ex(('127.0.0.1', port)) == 0:
+            if s.connect_ex(('127.0.0.1', port)) == 0 and _answers(port):
                 return proc
-        time.sleep(0.1)
+        time.sleep(0.2)
     proc.kill()
     pytest.fail('milvus-lite server did not start')
+
+
+def _answers(port: int) -> bool:
+    from pymilvus import MilvusClient
+    try:
+        client = MilvusClient(uri=f'http://127.0.0.1:{port}', timeout=5, alias=f'probe-{port}-{time.time()}')
+        client.list_collections()
+        client.close()
+        return True
+    except Exception:
+        return False
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ _REMOTE_SCHEMES = ('http', 'https', 'tcp', 'grpc', 'unix')
 _RECORD_FIELDS = ['page_id', 'doc_id', 'source', 'file_name', 'page', 'width', 'height', 'image_path',
                   'n_vectors', 'meta']
 _MAX_SEARCH_LIMIT = 16384  # Milvus's topk ceiling
-_RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between retries of a call that could not reach a server
+_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)   # ~7.5 s: long enough for a restarting server, short for a dead one
 
 
 _LITE_USERS: Dict[str, int] = {}   # open stores per Milvus Lite path in this process
