@@ -80,8 +80,33 @@ def byaldi_loop_path(pages: List[torch.Tensor]) -> Callable:
     return lambda q: top_indices(torch.stack([(q @ p.T).max(dim=1).values.sum() for p in pages]))
 
 
-def milvus_path(packed: PackedMultiVectors, workdir: Path, budget: int):
-    store = MilvusMultiVectorStore(str(workdir / 'bench.db'), dim=packed.tokens.shape[1], data_dir=workdir / 'data')
+def start_milvus_server(data_dir: Path):
+    """A real Milvus gRPC endpoint on this machine (`milvus-lite server`): the same client path as a cluster."""
+    import socket
+    import subprocess
+
+    from pymilvus import MilvusClient
+
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).with_name('milvus-lite')
+    proc = subprocess.Popen([str(exe), 'server', '--data-dir', str(data_dir), '--port', str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f'http://127.0.0.1:{port}'
+    for _ in range(300):
+        try:
+            MilvusClient(uri=uri, timeout=3).list_collections()
+            return proc, uri
+        except Exception:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError('milvus-lite server did not start')
+
+
+def milvus_path(packed: PackedMultiVectors, workdir: Path, budget: int, uri: str = ''):
+    store = MilvusMultiVectorStore(uri or str(workdir / 'bench.db'), dim=packed.tokens.shape[1],
+                                   data_dir=workdir / 'data')
     start = time.perf_counter()
     for a in range(0, len(packed), 500):
         store.add([(PageRecord(page_id=packed.page_ids[i], doc_id=f'd{i // 100}', source='synthetic',
@@ -145,6 +170,17 @@ def run_size(n: int, args, workdir: Path) -> List[Dict]:
         add(f'milvus lite pooled candidates + rerank@{args.budgets[-1]}', time_queries(search, queries),
             token_bytes(fp32), disk, build_s=build_s, note='our store + retriever, mode=candidates')
         store.close()
+    if args.milvus_server:
+        proc, uri = start_milvus_server(workdir / f'server_{n}')
+        try:
+            store, search, build_s, disk = milvus_path(fp16, workdir / f'milvus_server_{n}', args.budgets[-1], uri)
+            add(f'milvus server (gRPC, HNSW) pooled candidates + rerank@{args.budgets[-1]}',
+                time_queries(search, queries), token_bytes(fp32), disk, build_s=build_s,
+                note=f'same store code on {uri} (milvus-lite server)')
+            store.close()
+        finally:
+            proc.kill()
+            proc.wait(30)
     if args.pool_pages:
         rows.extend(pooling_rows(fp32, queries, min(args.pool_pages, n)))
     return rows
@@ -199,6 +235,8 @@ def main(argv=None) -> Dict:
     parser.add_argument('--nprobe', type=int, default=4)
     parser.add_argument('--pool-pages', type=int, default=200, help='pages to pool for the pooling rows (0: skip)')
     parser.add_argument('--no-milvus', action='store_true')
+    parser.add_argument('--milvus-server', action='store_true', help='also run the store against a local Milvus '
+                                                                     'server (milvus-lite server, gRPC)')
     parser.add_argument('--out', default='benchmarks/results/maxsim.json')
     args = parser.parse_args(argv)
     args.budgets = [int(b) for b in args.budgets.split(',')]

@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--queries', help='queries .jsonl/.parquet ({"query_id", "query"})')
     p.add_argument('--qrels', help='qrels .jsonl/.parquet/.tsv ({"query_id", "page": "file.pdf#3", "score"})')
     p.add_argument('--arms', default=','.join(('colpali', 'text', 'caption', 'hybrid')),
-                   help='comma-separated: colpali,text,ocr,layout,caption,hybrid (default: colpali,text,caption,hybrid)')
+                   help='comma-separated, from colpali,text,ocr,layout,caption,hybrid '
+                        '(default: colpali,text,caption,hybrid)')
     p.add_argument('-k', '--topk', type=int, default=10, help='pages retrieved per query by every arm (default: 10)')
     p.add_argument('--out', default='./eval_results', help='where the table, JSON and PNG chart go')
     p.add_argument('--workdir', default=None, help='keep the arms\' indexes here and reuse them (default: a '

@@ -93,11 +93,13 @@ def test_benchmark_smoke(tmp_path):
 
     out = tmp_path / 'maxsim.json'
     result = bench_maxsim.main(['--sizes', '120', '--tokens', '32', '--queries', '3', '--slow-queries', '2',
-                                '--pool-pages', '8', '--budgets', '10,40', '--out', str(out)])
+                                '--pool-pages', '8', '--budgets', '10,40', '--milvus-server', '--out', str(out)])
     rows = {r['path']: r for r in json.loads(out.read_text())['rows']}
     assert rows['exact fp32 cache (ours, reference)']['recall@10'] == 1.0
     assert rows['colpali-engine score_multi_vector']['recall@10'] == 1.0
-    assert any(p.startswith('milvus lite') for p in rows) and len(result['rows']) == 12
+    assert any(p.startswith('milvus lite') for p in rows) and len(result['rows']) == 13
+    server = rows['milvus server (gRPC, HNSW) pooled candidates + rerank@40']
+    assert 0.0 < server['recall@10'] <= 1.0 and server['p50_ms'] > 0
 
 
 def test_centroid_index_sync_equals_a_fresh_build_with_the_same_centroids(corpus):

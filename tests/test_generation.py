@@ -23,7 +23,8 @@ def doc(colpali_encoder, sample_dataset, tmp_path_factory):
 
 
 def test_visual_rag_sends_resized_page_images_and_cites_them(doc, standin_vlm):
-    rag = build_rag(ColPaliRetriever(doc, topk=5), chat_module(standin_vlm), AnswerSettings(pages=2, max_image_side=320))
+    rag = build_rag(ColPaliRetriever(doc, topk=5), chat_module(standin_vlm),
+                    AnswerSettings(pages=2, max_image_side=320))
     answer = rag('What is the maximum operating pressure?')
     request = standin_vlm.requests[-1]
     assert request['n_images'] == 2 and all(max(size) <= 320 for size in request['sizes'])

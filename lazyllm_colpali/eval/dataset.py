@@ -62,8 +62,9 @@ def _read_records(path: Path) -> List[dict]:
             return pq.read_table(path).to_pylist()
         if path.suffix == '.tsv':
             lines = [line.rstrip('\n').split('\t') for line in path.read_text(encoding='utf-8').splitlines() if line]
-            header = lines[0] if lines and not lines[0][-1].lstrip('-').isdigit() else ['query-id', 'corpus-id', 'score']
-            body = lines[1:] if header is lines[0] else lines
+            has_header = lines and not lines[0][-1].lstrip('-').isdigit()
+            header = lines[0] if has_header else ['query-id', 'corpus-id', 'score']
+            body = lines[1:] if has_header else lines
             return [dict(zip(header, row)) for row in body]
         return [json.loads(line) for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
     except (OSError, ValueError) as e:
