@@ -1,13 +1,12 @@
 """Answer generation through LazyLLM's own OnlineChatModule talking to a real local OpenAI-compatible server."""
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from lazyllm_colpali import ColPaliDocument, ColPaliEmbed, ColPaliRetriever
 from lazyllm_colpali.generation import AnswerSettings, PageAnswerer, VLMUnavailableError, sanitize_markdown
 from lazyllm_colpali.lazyllm_glue.arms import PageTextRetriever
+from lazyllm_colpali.serving.chat import free_port
 from lazyllm_colpali.text import PageTextIndex
 from pipelines.arms import hybrid_arm
 from pipelines.flows import build_rag, build_search
@@ -53,12 +52,6 @@ def test_hybrid_arm_plugs_into_the_same_flow(doc, tmp_path, sample_dataset, stan
     assert sorted(hybrid.arms) == ['text-layer', 'visual']
     listing = build_search(hybrid)('error code E4')
     assert listing.splitlines()[0].startswith('1. hydra_pump_manual.pdf, p. 3')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def test_unreachable_vlm_is_an_error_a_user_can_act_on(doc):

@@ -18,6 +18,7 @@ from lazyllm.module import ModuleBase
 
 from ..errors import ColPaliError
 from ..retrieve.retriever import SearchHit
+from ..text.augment import answer_text
 from .page_images import page_image
 
 PROMPT = ('Answer the question using only the attached document pages{text_note}. After each fact, cite its '
@@ -78,12 +79,6 @@ def sanitize_markdown(text: str) -> str:
     return _HTML_IMG.sub('&lt;img', _MD_IMAGE.sub('!&#91;', text or ''))
 
 
-def _answer_text(answer: Any) -> str:
-    if isinstance(answer, dict):
-        answer = answer.get('content', answer.get('text', ''))
-    return str(answer or '').strip()
-
-
 class PageAnswerer(ModuleBase):
     """``(hits or nodes, query) -> Answer`` with any LazyLLM chat module of type VLM."""
 
@@ -122,7 +117,7 @@ class PageAnswerer(ModuleBase):
             url = getattr(self.llm, '_base_url', None) or getattr(self.llm, 'base_url', None) or 'the configured VLM'
             raise VLMUnavailableError(f'the VLM at {url} did not answer ({type(e).__name__}: {str(e)[:200]}). '
                                       'Is it running and reachable? Retrieval still works: try search.') from e
-        text = _answer_text(raw)
+        text = str(answer_text(raw) or '').strip()
         if not text:
             raise VLMUnavailableError('the VLM returned an empty answer')
         return Answer(query, text, hits, images)

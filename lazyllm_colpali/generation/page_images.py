@@ -9,21 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from PIL import Image
-
 from ..retrieve.retriever import SearchHit
 from ..settings import data_home
-
-
-def _fit(source: Path, target: Path, max_side: int) -> Path:
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(source) as image:
-            image.thumbnail((max_side, max_side))
-            tmp = target.with_suffix('.tmp')
-            image.convert('RGB').save(tmp, format='JPEG', quality=88)
-            tmp.replace(target)
-    return target
+from ..store.image_store import fit_jpeg
 
 
 def page_image(hit: SearchHit, max_side: int = 1024, cache_dir: Optional[Path] = None) -> Optional[Path]:
@@ -32,7 +20,7 @@ def page_image(hit: SearchHit, max_side: int = 1024, cache_dir: Optional[Path] =
     cache = Path(cache_dir) if cache_dir else data_home() / 'page_images'
     target = cache / hit.doc_id / f'{hit.page_id}_{max_side}.jpg'
     if hit.image_path and Path(hit.image_path).is_file():
-        return _fit(Path(hit.image_path), target, max_side)
+        return fit_jpeg(Path(hit.image_path), target, max_side)
     if target.exists():
         return target
     source = Path(hit.source)

@@ -9,6 +9,18 @@ from typing import Optional
 from PIL import Image
 
 
+def fit_jpeg(source: Path, target: Path, max_side: int, quality: int = 88) -> Path:
+    """Write (once, atomically) a JPEG copy of ``source`` no larger than ``max_side`` px."""
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(source) as image:
+            image.thumbnail((max_side, max_side))
+            tmp = target.with_suffix('.tmp')
+            image.convert('RGB').save(tmp, format='JPEG', quality=quality)
+            os.replace(tmp, target)
+    return target
+
+
 class PageImageStore:
     """Stores one image per page under ``root/<doc_id>/<page_id>.<ext>``; paths never leave ``root``."""
 
@@ -43,15 +55,7 @@ class PageImageStore:
         source = self.path_for(doc_id, page_id)
         if not source.is_file():
             return None
-        target = source.parent / 'thumbs' / f'{page_id}_{max_side}.jpg'
-        if not target.exists():
-            target.parent.mkdir(exist_ok=True)
-            with Image.open(source) as image:
-                image.thumbnail((max_side, max_side))
-                tmp = target.with_suffix('.tmp')
-                image.convert('RGB').save(tmp, format='JPEG', quality=85)
-                os.replace(tmp, target)
-        return target
+        return fit_jpeg(source, source.parent / 'thumbs' / f'{page_id}_{max_side}.jpg', max_side, quality=85)
 
     def delete_doc(self, doc_id: str) -> None:
         shutil.rmtree(self.root / doc_id, ignore_errors=True)
