@@ -26,18 +26,24 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--db', default=None,
                    help='Milvus Lite file or server URI (default: $LAZYLLM_COLPALI_DB or ./colpali.db)')
     p.add_argument('--collection', default=None, help='collection name (default: colpali_pages)')
-    p.add_argument('--data-dir', default=None, help='where full multi-vectors and page images live '
-                                                    '(default: beside a Lite file; a cache dir for servers)')
+    p.add_argument('--data-dir', default=None, help='this machine\'s vector cache (default: beside a Lite file; '
+                                                    'a cache dir under $LAZYLLM_COLPALI_HOME for servers)')
+    p.add_argument('--shared-dir', default=None, help='page images and the centroid index; point every machine at '
+                                                      'the same folder (default: $LAZYLLM_COLPALI_SHARED_DIR or '
+                                                      'the data dir)')
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--model', default=None, help='model name or local folder (default: $LAZYLLM_COLPALI_MODEL or '
-                                                 'vidore/colqwen2-v1.0); "tiny:colpali" etc. for an offline test model')
+    p.add_argument('--model', default=None, help='model name or local folder (default: the one the collection was '
+                                                 'built with, else $LAZYLLM_COLPALI_MODEL or vidore/colqwen2-v1.0); '
+                                                 '"tiny:colpali" etc. for an offline test model')
     p.add_argument('--family', default=None, help='model family when it cannot be detected '
                                                   '(colpali, colqwen2, colqwen2_5, colidefics3, ...)')
     p.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:1, mps (default: auto)')
     p.add_argument('--dtype', default='auto', help='auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16')
     p.add_argument('--batch-size', type=int, default=4, help='pages per encoder batch (default: 4)')
+    p.add_argument('--allow-model-change', action='store_true',
+                   help='use --model even if the collection was built with another model')
 
 
 def _add_vlm_args(p: argparse.ArgumentParser) -> None:
@@ -100,10 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--pages', type=int, default=3, help='pages shown to the VLM and cited (default: 3)')
     p.add_argument('--image-side', type=int, default=1024, help='max px of page images sent to the VLM')
 
-    p = sub.add_parser('check', help='cross-check Milvus rows, local vectors and page images')
-    p.add_argument('--repair', action='store_true', help='drop unreferenced vectors/images, rows without vectors, '
-                                                         'and compact the vector file')
+    p = sub.add_parser('check', help='cross-check Milvus rows, Milvus and local vectors, and page images')
+    p.add_argument('--repair', action='store_true', help='refetch vectors from Milvus, re-encode or re-render what is '
+                                                         'lost from the source files, drop unreferenced vectors and '
+                                                         'images, compact the vector file')
     _add_store_args(p)
+    _add_model_args(p)
 
     p = sub.add_parser('eval', help='compare retrieval arms (ColPali, text/OCR, caption+QA, hybrid) on one dataset')
     src = p.add_mutually_exclusive_group(required=True)
@@ -132,23 +140,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextmanager
-def _store(args, dim: Optional[int] = None):
+def _open_store(args, dim: Optional[int] = None, create: bool = True):
     from .settings import DEFAULT_COLLECTION
     from .store.milvus_store import MilvusMultiVectorStore
 
-    store = MilvusMultiVectorStore(args.db, args.collection or DEFAULT_COLLECTION, dim=dim, data_dir=args.data_dir)
+    shared = getattr(args, 'shared_dir', None) or os.environ.get('LAZYLLM_COLPALI_SHARED_DIR') or None
+    return MilvusMultiVectorStore(args.db, args.collection or DEFAULT_COLLECTION, dim=dim, data_dir=args.data_dir,
+                                  shared_dir=shared, create=create)
+
+
+@contextmanager
+def _store(args, dim: Optional[int] = None, create: bool = True):
+    store = _open_store(args, dim, create)
     try:
         yield store
     finally:
         store.close()
 
 
-def _encoder(args, pool_factor: int = 1):
+def _recorded_model(args) -> Optional[str]:
+    """The model an existing collection was built with (None for a new collection)."""
+    from .errors import StoreError
+
+    try:
+        with _store(args, create=False) as store:
+            info = store.model_info()
+    except StoreError:
+        return None
+    return info.get('name') if info else None
+
+
+def _encoder(args, pool_factor: int = 1, model: Optional[str] = None):
     from .models.encoder import ColPaliEncoder
     from .settings import default_model
 
-    return ColPaliEncoder(args.model or default_model(), family=args.family, device=args.device, dtype=args.dtype,
+    name = model or args.model or _recorded_model(args) or default_model()
+    return ColPaliEncoder(name, family=args.family, device=args.device, dtype=args.dtype,
                           batch_size=args.batch_size, pool_factor=pool_factor).load()
 
 
@@ -167,7 +194,8 @@ def cmd_index(args) -> int:
 
     encoder = _encoder(args, args.pool_factor)
     with _store(args, encoder.dim) as store:
-        index = ColPaliIndex(encoder, store, dpi=args.dpi, progress=not args.no_progress)
+        index = ColPaliIndex(encoder, store, dpi=args.dpi, progress=not args.no_progress,
+                             allow_model_change=args.allow_model_change)
         start = time.perf_counter()
         report = index.add(args.paths)
         seconds = time.perf_counter() - start
@@ -185,7 +213,8 @@ def cmd_search(args) -> int:
 
     encoder = _encoder(args)
     with _store(args, encoder.dim) as store:
-        index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode=args.mode), progress=False)
+        index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode=args.mode), progress=False,
+                             allow_model_change=args.allow_model_change)
         filters = {'file': args.file, 'pages': _parse_pages(args.pages)}
         start = time.perf_counter()
         hits = index.search(args.query, args.topk, {k: v for k, v in filters.items() if v})
@@ -214,8 +243,22 @@ def cmd_docs(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    with _store(args) as store:
-        print(f'deleted {store.delete_docs(args.doc_ids)} pages')
+    from .ingest.records import is_doc_id
+    from .ingest.sources import display_name
+
+    bad = [d for d in args.doc_ids if not is_doc_id(d)]
+    if bad:
+        print(f'error: not a document id: {", ".join(repr(display_name(d)) for d in bad)}; ids are 16 hex digits, '
+              f'as listed by `lazyllm-colpali docs`', file=sys.stderr)
+        return 2
+    with _store(args, create=False) as store:
+        unknown = sorted(set(args.doc_ids) - store.doc_ids(args.doc_ids))
+        if unknown:
+            print(f'error: no such document in {store.uri} [{store.collection}]: {", ".join(unknown)}; '
+                  f'nothing was deleted (see `lazyllm-colpali docs`)', file=sys.stderr)
+            return 2
+        pages = store.delete_docs(args.doc_ids)
+        print(f'deleted {len(args.doc_ids)} documents ({pages} pages); {store.count()} pages left')
     return 0
 
 
@@ -267,14 +310,47 @@ def cmd_serve(args) -> int:
 
 
 def cmd_check(args) -> int:
-    with _store(args) as store:
+    with _store(args, create=False) as store:
         report = store.check(repair=args.repair)
+        if args.repair and report['needs_encoding']:
+            report = _reencode(args, store, report)
     problems = {k: v for k, v in report.items() if isinstance(v, list) and v}
     for key, values in problems.items():
         print(f'{key}: {len(values)}  ({", ".join(values[:5])}{", ..." if len(values) > 5 else ""})')
-    print(f'{report["pages"]} pages; {report["dead_vector_rows"]} dead vector rows'
-          + (f'; repaired, {report["reclaimed_vector_rows"]} vector rows reclaimed' if args.repair else ''))
-    return 1 if problems and not args.repair else 0
+    summary = f'{report["pages"]} pages; {report["dead_vector_rows"]} unused vector rows'
+    if args.repair:
+        summary += (f'; repair reclaimed {report["reclaimed_vector_rows"]} vector rows and restored '
+                    f'{report["repaired_images"]} images')
+    print(summary)
+    if problems:
+        print('not repaired: pages whose source file is gone or changed must be re-indexed from a current copy '
+              '(`lazyllm-colpali index FILE`) or deleted (`lazyllm-colpali delete DOC_ID`)' if args.repair else
+              'inconsistent: run `lazyllm-colpali check --repair` (it never deletes an indexed page that can be '
+              'restored; vectors are refetched from Milvus or re-encoded from the source files)')
+        return 1
+    if report['dead_vector_rows'] and not args.repair:
+        print('consistent; `lazyllm-colpali check --repair` reclaims the unused vector rows')
+    else:
+        print('consistent')
+    return 0
+
+
+def _reencode(args, store, report):
+    from .errors import ModelNotFoundError
+    from .indexer import ColPaliIndex
+
+    info = store.model_info() or {}
+    try:
+        encoder = _encoder(args, model=info.get('name'))
+    except ModelNotFoundError as e:
+        print(f'cannot re-encode {len(report["needs_encoding"])} pages: {e}', file=sys.stderr)
+        return report
+    restored = ColPaliIndex(encoder, store, progress=False).reencode(report['needs_encoding'])
+    print(f're-encoded {restored} pages from their source files')
+    after = store.check(repair=True)
+    after['reclaimed_vector_rows'] += report['reclaimed_vector_rows']
+    after['repaired_images'] += report['repaired_images']
+    return after
 
 
 def cmd_make_tiny_model(args) -> int:
@@ -348,6 +424,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     for name in _NOISY_LOGGERS:  # their INFO lines (server ports, faiss loading) bury the results
         logging.getLogger(name).setLevel(logging.WARNING)
+    # pymilvus logs a traceback for every failed call (the store turns each into one StoreError line); its
+    # logging config is applied on import, so import it first
+    import pymilvus  # noqa: F401
+    logging.getLogger('pymilvus').setLevel(logging.CRITICAL)
 
     try:
         return COMMANDS[args.command](args)

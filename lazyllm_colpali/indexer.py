@@ -11,11 +11,12 @@ from typing import Callable, Iterable, List, Optional, Sequence
 from tqdm.auto import tqdm
 
 from .errors import DocumentError, EmptyQueryError, QueryTooLongError
-from .ingest.records import (IngestFailure, IngestReport, PageRecord, RenderedPage, make_doc_id, make_page_id)
+from .ingest.records import IngestFailure, IngestReport, PageRecord, RenderedPage, make_page_id
 from .ingest.render import count_pages, render_pages
-from .ingest.sources import expand_sources, file_sha256
+from .ingest.sources import display_name, document_id, expand_sources
 from .logging import LOG
 from .models.encoder import ColPaliEncoder
+from .models.identity import check_same_model, model_identity
 from .retrieve.retriever import MaxSimRetriever, SearchHit
 from .store.base import Filters, MultiVectorStore
 
@@ -31,13 +32,27 @@ class ColPaliIndex:
     """
 
     def __init__(self, encoder: ColPaliEncoder, store: MultiVectorStore, *, dpi: int = 144, max_side: int = 2048,
-                 retriever: Optional[MaxSimRetriever] = None, progress: bool = True):
+                 retriever: Optional[MaxSimRetriever] = None, progress: bool = True, allow_model_change: bool = False):
         self.encoder = encoder
         self.store = store
         self.dpi = dpi
         self.max_side = max_side
         self.retriever = retriever or MaxSimRetriever(store)
         self.progress = progress
+        self.allow_model_change = allow_model_change
+        self._model_checked = False
+
+    def check_model(self) -> None:
+        """Record the encoder's identity in a new collection; refuse another model on an existing one."""
+        if self._model_checked or not hasattr(self.store, 'model_info'):
+            return
+        current = model_identity(self.encoder)
+        recorded = self.store.model_info()
+        if recorded is None:
+            self.store.record_model(current)
+        elif not self.allow_model_change:
+            check_same_model(recorded, current, f'collection {getattr(self.store, "collection", "")!r}')
+        self._model_checked = True
 
     # -- ingestion -------------------------------------------------------------------------------------
     def add(self, paths: Iterable[str | Path], metadata: Optional[dict] = None,
@@ -45,31 +60,32 @@ class ColPaliIndex:
         """Index every page not yet stored. ``on_progress(done, total)`` is called after each stored batch
         (the chat UI streams it; the terminal gets a tqdm bar)."""
         report = IngestReport()
+        self.check_model()
         files, problems = expand_sources(paths)
         report.failures.extend(IngestFailure(p, r) for p, r in problems)
         plan = []
         for path in files:
             try:
-                doc_id = make_doc_id(file_sha256(path))
+                doc_id, sha = document_id(path)
                 n_pages = count_pages(path)
             except (DocumentError, OSError) as e:
-                report.failures.append(IngestFailure(str(path), getattr(e, 'reason', str(e))))
+                report.failures.append(IngestFailure(display_name(path), getattr(e, 'reason', str(e))))
                 continue
             wanted = [make_page_id(doc_id, n) for n in range(1, n_pages + 1)]
             todo = self.store.missing(wanted)
             report.skipped_pages += n_pages - len(todo)
             report.documents.append(doc_id)
-            plan.append((path, doc_id, todo))
-        total = sum(len(todo) for _, _, todo in plan)
+            plan.append((path, doc_id, sha, todo))
+        total = sum(len(todo) for *_, todo in plan)
         with tqdm(total=total, desc='Indexing pages', unit='page', disable=not self.progress or total == 0) as bar:
             if on_progress is not None:
                 bar = _NotifyingBar(bar, total, on_progress)
-            for path, doc_id, todo in plan:
+            for path, doc_id, sha, todo in plan:
                 if todo:
                     try:
-                        self._add_file(path, doc_id, todo, metadata or {}, report, bar)
+                        self._add_file(path, doc_id, sha, todo, metadata or {}, report, bar)
                     except DocumentError as e:
-                        report.failures.append(IngestFailure(str(path), e.reason))
+                        report.failures.append(IngestFailure(display_name(path), e.reason))
                         continue
                 self._drop_older_versions(path, doc_id)
         for failure in report.failures:
@@ -77,7 +93,8 @@ class ColPaliIndex:
         LOG.info(report.summary().splitlines()[0])
         return report
 
-    def _add_file(self, path: Path, doc_id: str, todo: set, metadata: dict, report: IngestReport, bar) -> None:
+    def _add_file(self, path: Path, doc_id: str, sha: str, todo: set, metadata: dict, report: IngestReport,
+                  bar) -> None:
         batch: List[RenderedPage] = []
         clock = time.perf_counter()
         for page_number, image in render_pages(path, self.dpi, self.max_side):
@@ -86,7 +103,7 @@ class ColPaliIndex:
                 continue
             record = PageRecord(page_id=page_id, doc_id=doc_id, source=str(path.resolve()), file_name=path.name,
                                 page_number=page_number, width=image.width, height=image.height,
-                                metadata=dict(metadata))
+                                metadata=dict(metadata), content_sha=sha)
             batch.append(RenderedPage(record, image))
             if len(batch) >= self.encoder.batch_size:
                 report.seconds['render'] += time.perf_counter() - clock
@@ -115,6 +132,23 @@ class ColPaliIndex:
             LOG.info(f'{path} changed: replacing {len(older)} older version(s)')
             self.store.delete_docs(sorted(older))
 
+    def reencode(self, page_ids: Sequence[str]) -> int:
+        """Render and encode stored pages again from their sources (vectors lost everywhere); returns how many
+        pages were restored. Pages whose source is gone or changed are left for the caller to report."""
+        from .store.milvus_store import rerender_page
+
+        self.check_model()
+        records = list(self.store.records(list(page_ids)).values())
+        restored = 0
+        for start in range(0, len(records), self.encoder.batch_size):
+            batch = [(r, rerender_page(r)) for r in records[start:start + self.encoder.batch_size]]
+            batch = [(r, image) for r, image in batch if image is not None]
+            if batch:
+                vectors = self.encoder.encode_images([image for _, image in batch])
+                self.store.add([(r, v, image) for (r, image), v in zip(batch, vectors)])
+                restored += len(batch)
+        return restored
+
     def remove(self, doc_ids: Sequence[str]) -> int:
         """Delete documents (all their pages, vectors and images); returns the number of pages removed."""
         return self.store.delete_docs(list(doc_ids))
@@ -126,6 +160,7 @@ class ColPaliIndex:
         if len(query) > MAX_QUERY_CHARS:
             raise QueryTooLongError(f'query of {len(query)} characters is longer than {MAX_QUERY_CHARS}: ask a '
                                     f'question, not a document (MaxSim cost grows with every query token)')
+        self.check_model()
         vectors = self.encoder.encode_queries([query])[0]
         return self.retriever.search_vectors(vectors, topk, filters)
 

@@ -53,12 +53,13 @@ def test_reindex_is_a_no_op_and_docs_delete(indexed, pdf_dir):
     docs = run('docs', '--db', db).stdout
     assert '3 documents, 6 pages' in docs
     memo_id = next(line.split()[0] for line in docs.splitlines() if 'memo.pdf' in line)
-    assert 'deleted 1 pages' in run('delete', memo_id, '--db', db).stdout
+    assert 'deleted 1 documents (1 pages); 5 pages left' in run('delete', memo_id, '--db', db).stdout
     assert '2 documents, 5 pages' in run('docs', '--db', db).stdout
     check = run('check', '--db', db)
-    assert check.returncode == 0 and '5 pages' in check.stdout and 'dead vector rows' in check.stdout
-    assert 'repaired' in run('check', '--repair', '--db', db).stdout
-    assert '0 dead vector rows' in run('check', '--db', db).stdout
+    assert check.returncode == 0 and '5 pages' in check.stdout and 'unused vector rows' in check.stdout
+    assert 'check --repair` reclaims' in check.stdout            # dead rows: consistent, with the next step
+    assert 'repair reclaimed' in run('check', '--repair', '--db', db).stdout
+    assert '0 unused vector rows' in run('check', '--db', db).stdout
 
 
 def test_missing_model_is_one_clear_line_not_a_traceback(tmp_path):

@@ -134,12 +134,14 @@ def test_server_uris_keep_vectors_in_a_cache_dir(tmp_path, monkeypatch):
 def test_vector_file_trims_a_torn_tail_and_keeps_committed_pages(tmp_path):
     vf = LocalVectorFile(tmp_path / 'v', dim=4, dtype='float32')
     vf.put([('p1', 'd', torch.ones(2, 4)), ('p2', 'd', torch.full((3, 4), 2.0))])
+    tokens = vf._tokens_path()
     vf.close()
-    with open(tmp_path / 'v' / 'tokens.bin', 'ab') as f:   # a crash mid-append: 1.5 rows, no manifest entry
+    with open(tokens, 'ab') as f:   # a crash mid-append: 1.5 rows, no manifest entry
         f.write(np.zeros(6, dtype=np.float32).tobytes())
     vf = LocalVectorFile(tmp_path / 'v', dim=4)
-    assert (tmp_path / 'v' / 'tokens.bin').stat().st_size == 6 * 16
-    vf.put([('p3', 'd', torch.full((1, 4), 3.0))])
+    assert vf.validate()['damaged'] == [] and vf.packed().page_ids == ['p1', 'p2']
+    vf.put([('p3', 'd', torch.full((1, 4), 3.0))])     # the next writer trims the torn row before appending
+    assert tokens.stat().st_size == (5 + 1 + 1) * 16
     got = vf.get(['p1', 'p2', 'p3'])
     assert [float(got[p][0, 0]) for p in ('p1', 'p2', 'p3')] == [1.0, 2.0, 3.0]
     assert vf.packed().page_ids == ['p1', 'p2', 'p3'] and vf.dtype == 'float32'

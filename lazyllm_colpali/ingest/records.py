@@ -1,15 +1,34 @@
 """Page records: the unit that is embedded, stored and returned."""
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from PIL import Image
 
+DOC_ID = re.compile(r'^[0-9a-f]{16}$')
 
-def make_doc_id(content_sha256: str) -> str:
-    # 64 bits of the content hash: collisions are negligible at millions of documents, ids stay short.
-    return content_sha256[:16]
+
+def make_doc_id(content_sha256: str, source: Optional[str] = None) -> str:
+    """64 bits of a hash: collisions are negligible at millions of documents, ids stay short.
+
+    With ``source`` (the file's absolute path) the id covers content *and* location, so two files with the
+    same bytes are two documents: editing or deleting one never removes the other. The same file at the
+    same path gets the same id on every machine, so re-indexing it anywhere adds nothing.
+
+    >>> make_doc_id('ab' * 32, '/data/a.pdf') != make_doc_id('ab' * 32, '/data/b.pdf')
+    True
+    """
+    if source is None:
+        return content_sha256[:16]
+    key = f'{content_sha256}\0{source}'.encode('utf-8', 'surrogateescape')
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+def is_doc_id(value: str) -> bool:
+    return isinstance(value, str) and bool(DOC_ID.match(value))
 
 
 def make_page_id(doc_id: str, page_number: int) -> str:
@@ -27,9 +46,11 @@ class PageRecord:
     page_number: int
     width: int
     height: int
-    image_path: str = ''
+    image_path: str = ''          # a local file for image_key, resolved on this machine ('' if missing)
     n_vectors: int = 0
     metadata: Dict[str, Any] = field(default_factory=dict)
+    image_key: str = ''           # where the page image lives in the collection's image store
+    content_sha: str = ''         # sha256 of the source file, to re-render a lost image from the right file
 
 
 @dataclass

@@ -124,3 +124,23 @@ def _open_image(path: Path, max_side: int = 2048) -> Image.Image:
         raise DocumentError(str(path), f'image too large to open safely ({e})') from e
     except (OSError, SyntaxError, ValueError) as e:
         raise DocumentError(str(path), f'not a readable image ({e})') from e
+
+
+def render_page(path: Path, page_number: int, width: int, height: int) -> Image.Image:
+    """Render one page (1-based) at the pixel size it was indexed at, to restore a lost page image."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        image = _open_image(path, max(width, height))
+        return image if image.size == (width, height) else image.resize((width, height))
+    pdf = _open_pdf(path)
+    try:
+        if not 1 <= page_number <= len(pdf):
+            raise DocumentError(str(path), f'has no page {page_number}')
+        page = pdf[page_number - 1]
+        try:
+            width_pt, _ = page.get_size()
+            image = page.render(scale=width / width_pt).to_pil().convert('RGB')
+        finally:
+            page.close()
+    finally:
+        pdf.close()
+    return image if image.size == (width, height) else image.resize((width, height))

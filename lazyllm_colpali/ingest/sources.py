@@ -14,7 +14,7 @@ def expand_sources(paths: Iterable[str | Path]) -> Tuple[List[Path], List[Tuple[
     """Expand files and folders (recursively) into a sorted list of supported files.
 
     Returns ``(files, problems)``: a path that does not exist, or a file given explicitly with an
-    unsupported suffix, is a problem ``(path, reason)``; unsupported files found inside folders are
+    unsupported suffix, or a name with control characters or non-UTF-8 bytes, is a problem ``(path, reason)``; unsupported files found inside folders are
     silently ignored (a folder of PDFs often holds other files).
     """
     files: List[Path] = []
@@ -32,8 +32,42 @@ def expand_sources(paths: Iterable[str | Path]) -> Tuple[List[Path], List[Tuple[
         else:
             problems.append((str(path), 'no such file or folder'))
     seen = set()
-    unique = [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
+    unique = []
+    for f in files:
+        reason = unsafe_name_reason(f)
+        if reason:
+            problems.append((display_name(f), reason))
+        elif f.resolve() not in seen:
+            seen.add(f.resolve())
+            unique.append(f)
     return unique, problems
+
+
+def unsafe_name_reason(path: Path) -> str:
+    """Why a path cannot be stored and shown safely ('' if it can): control characters or bytes that are
+    not UTF-8 would corrupt terminals, Milvus strings and Markdown downstream."""
+    text = str(path)
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        return 'file name is not valid UTF-8; rename the file'
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return 'file name contains control characters; rename the file'
+    return ''
+
+
+def display_name(path: str | Path) -> str:
+    """A path as one printable line: control characters and undecodable bytes escaped."""
+    text = str(path).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    return ''.join(c if ord(c) >= 32 and ord(c) != 127 else f'\\x{ord(c):02x}' for c in text)
+
+
+def document_id(path: Path) -> Tuple[str, str]:
+    """``(doc_id, sha256)`` of a source file: its bytes and its absolute path (see ``make_doc_id``)."""
+    from .records import make_doc_id
+
+    sha = file_sha256(path)
+    return make_doc_id(sha, str(Path(path).resolve())), sha
 
 
 def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:

@@ -24,8 +24,9 @@ class SearchHit:
     file_name: str
     page: int
     score: float
-    image_path: str
+    image_path: str                  # the page image on this machine ('' if it cannot be found or re-rendered)
     metadata: Dict[str, Any] = field(default_factory=dict)
+    image_key: str = ''              # the page image's key in the collection's image store (same on every machine)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -129,5 +130,6 @@ class MaxSimRetriever:
         chosen = [packed.page_ids[int(i)] for i in order]
         records = self.store.records(chosen)
         return [SearchHit(page_id=r.page_id, doc_id=r.doc_id, source=r.source, file_name=r.file_name,
-                          page=r.page_number, score=float(v), image_path=r.image_path, metadata=r.metadata)
+                          page=r.page_number, score=float(v), image_path=r.image_path, metadata=r.metadata,
+                          image_key=r.image_key)
                 for v, r in ((v, records[p]) for v, p in zip(values.tolist(), chosen) if p in records)]

@@ -1,0 +1,122 @@
+"""Real Milvus servers for tests: milvus-lite's gRPC server mode, and Milvus 2.3.5 standalone (PyPI `milvus`)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def answers(port: int, timeout: float = 5) -> bool:
+    from pymilvus import MilvusClient
+    try:
+        client = MilvusClient(uri=f'http://127.0.0.1:{port}', timeout=timeout)
+        client.list_collections()
+        client.close()
+        return True
+    except Exception:
+        return False
+
+
+def wait_until_answers(port: int, proc: subprocess.Popen, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:   # the port opens before gRPC answers: wait until a real call succeeds
+        if proc.poll() is not None:
+            raise RuntimeError(f'Milvus server exited with {proc.returncode} before answering on port {port}')
+        with socket.socket() as s:
+            if s.connect_ex(('127.0.0.1', port)) == 0 and answers(port):
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f'Milvus server did not answer on port {port} within {seconds:.0f} s')
+
+
+def start_lite_server(data_dir: Path, port: int) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name('milvus-lite')
+    proc = subprocess.Popen([str(exe), 'server', '--data-dir', str(data_dir), '--port', str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_answers(port, proc, 60)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc
+
+
+def milvus_standalone_exe() -> Optional[Path]:
+    """``milvus-server`` of Milvus 2.3.5: $LAZYLLM_COLPALI_MILVUS_SERVER, or .venv-milvus (scripts/setup-milvus.sh)."""
+    for candidate in (os.environ.get('LAZYLLM_COLPALI_MILVUS_SERVER'), ROOT / '.venv-milvus' / 'bin' / 'milvus-server'):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    found = shutil.which('milvus-server')
+    return Path(found) if found else None
+
+
+class MilvusStandalone:
+    """Milvus 2.3.5 standalone on its own ports. Its wrapper starts ``milvus run standalone`` as a child that
+    ignores SIGTERM for ~40 s, so stop() kills that child by pid too."""
+
+    def __init__(self, exe: Path, data_dir: Path):
+        self.exe, self.data_dir = exe, data_dir
+        self.port = free_port()
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> 'MilvusStandalone':
+        ports = {'--etcd-port': free_port(), '--proxy-port': self.port, '--proxy-internal-port': free_port(),
+                 '--root-coord-port': free_port(), '--query-coord-port': free_port(),
+                 '--query-node-port': free_port(), '--index-coord-port': free_port(),
+                 '--index-node-port': free_port(), '--data-coord-port': free_port(), '--data-node-port': free_port()}
+        args = [str(self.exe), '--data', str(self.data_dir)]
+        for flag, port in ports.items():
+            args += [flag, str(port)]
+        self.log = open(self.data_dir.parent / f'milvus-{self.port}.log', 'ab')
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until_answers(self.port, self.proc, 120)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)   # the wrapper and its `milvus run standalone` child
+        except ProcessLookupError:
+            pass
+        for pid in _children_named(self.data_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=30)
+        self.proc = None
+        self.log.close()
+
+
+def _children_named(data_dir: Path):
+    """pids of `milvus run standalone` processes working in ``data_dir`` (in case one left the group)."""
+    out = []
+    for proc in Path('/proc').iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / 'cmdline').read_bytes().split(b'\0')
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b'/milvus') and str(data_dir).encode() in cmd[0]:
+            out.append(int(proc.name))
+    return out
