@@ -20,7 +20,8 @@ import torch
 
 from lazyllm_colpali import MaxSimRetriever, MilvusMultiVectorStore
 from tests.helpers.pdfs import make_text_pdf
-from tests.helpers.servers import MilvusStandalone, free_port, milvus_standalone_exe, start_lite_server
+from lazyllm_colpali.devtools.milvus_servers import (MilvusStandalone, free_port, milvus_standalone_exe,
+                                                     start_lite_server)
 from tests.helpers.store_worker import DIM, items_for, vectors_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,8 +130,11 @@ def test_b_searches_deletes_and_repairs_what_a_indexed(server_uri, tiny_model_di
     manual_id = next(d['doc_id'] for d in a_store.documents() if d['file_name'] == 'manual.pdf')
     out = cli('delete', manual_id, *common, *machine['B'])
     assert out.returncode == 0 and 'deleted 1 documents (2 pages); 3 pages left' in out.stdout, out.stderr[-2000:]
-    hits = retriever.search_vectors(manual_query, 5)
-    assert {h.file_name for h in hits} == {'report.pdf'} and len(hits) == 3
+    deadline = time.monotonic() + 15    # the sync interval (0 here) + Milvus's Bounded staleness (5 s at most)
+    while {h.file_name for h in retriever.search_vectors(manual_query, 5)} != {'report.pdf'}:
+        assert time.monotonic() < deadline, 'A still returns pages B deleted'
+        time.sleep(0.5)
+    assert len(retriever.search_vectors(manual_query, 5)) == 3
     assert len(a_store.packed()) == 3                      # A's cache dropped them too
     assert not (tmp_path / 'shared' / 'pages' / manual_id).exists()
 

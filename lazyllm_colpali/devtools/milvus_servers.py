@@ -1,4 +1,5 @@
-"""Real Milvus servers for tests: milvus-lite's gRPC server mode, and Milvus 2.3.5 standalone (PyPI `milvus`)."""
+"""Real Milvus servers on this machine, for tests and benchmarks: milvus-lite's gRPC server mode, and Milvus 2.3.5
+standalone (PyPI `milvus`, in its own venv: scripts/setup-milvus.sh)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]   # the repo root of a source checkout (for .venv-milvus)
 
 
 def free_port() -> int:
