@@ -67,14 +67,17 @@ _NODE_FIELDS = ('file_name', 'source', 'page', 'doc_id', 'score', 'page_id', 'im
 
 
 def _hit_from_node(item: Any) -> SearchHit:
+    # Our nodes keep file/page in metadata; a stock LazyLLM node has the file in its global metadata only.
     node_dict = isinstance(item, dict)
     meta = dict((item.get('metadata') if node_dict else getattr(item, 'metadata', None)) or {})
+    glob = {} if node_dict else dict(getattr(item, 'global_metadata', None) or {})
     uid = '' if node_dict else str(getattr(item, '_uid', '') or '')
     score = None if node_dict else getattr(item, 'similarity_score', None)
     image = '' if node_dict else getattr(item, 'image_path', '') or ''
-    return SearchHit(str(meta.get('page_id') or uid), meta.get('doc_id', ''), meta.get('source', ''),
-                     meta.get('file_name', ''), int(meta.get('page', 0)), float(score or meta.get('score', 0.0)),
-                     image or meta.get('image_path', '') or '',
+    return SearchHit(str(meta.get('page_id') or uid), meta.get('doc_id') or glob.get('docid', ''),
+                     meta.get('source') or glob.get('lazyllm_doc_path', ''),
+                     meta.get('file_name') or glob.get('file_name', ''), int(meta.get('page') or 0),
+                     float(score or meta.get('score', 0.0)), image or meta.get('image_path', '') or '',
                      {k: v for k, v in meta.items() if k not in _NODE_FIELDS})
 
 

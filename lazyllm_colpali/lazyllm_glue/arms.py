@@ -111,7 +111,8 @@ def arm_hits(arm: Callable, query: str, filters: Filters, topk: int) -> List[Sea
 
     if hasattr(arm, 'search') and callable(arm.search):
         return arm.search(query, filters, topk=topk)
-    return hits_from(arm(query, filters, topk=topk))
+    # best first: LazyLLM's map-store retrievers return their top k unordered (a set() after the sort)
+    return sorted(hits_from(arm(query, filters, topk=topk)), key=lambda h: -h.score)
 
 
 class HybridRetriever(ModuleBase):

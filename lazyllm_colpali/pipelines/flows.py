@@ -18,10 +18,12 @@ __all__ = ['build_rag', 'build_search', 'cite']
 
 
 def cite(items: List[Any]) -> str:
-    hits = hits_from(items)
+    # best first: LazyLLM's map-store retrievers return their top k unordered (a set() after the sort)
+    hits = sorted(hits_from(items), key=lambda h: -h.score)
     if not hits:
         return 'No indexed page matches this question.'
-    return '\n'.join(f'{i}. {h.file_name}, p. {h.page} (score {h.score:.2f})' for i, h in enumerate(hits, 1))
+    return '\n'.join(f'{i}. {h.file_name}' + (f', p. {h.page}' if h.page else '') + f' (score {h.score:.2f})'
+                     for i, h in enumerate(hits, 1))
 
 
 def build_search(retriever: Callable) -> pipeline:
