@@ -13,7 +13,7 @@ __all__ = ['LOG', 'drop_alloc_timestamp_noise', 'quiet_environment', 'quiet_logg
 
 # Third-party loggers whose INFO lines (server ports, faiss loading, OCR model paths) bury a command's result.
 NOISY_LOGGERS = ('milvus_lite', 'faiss', 'faiss.loader', 'pymilvus', 'bm25s', 'jieba', 'RapidOCR', 'matplotlib',
-                 'numba', 'httpx', 'urllib3', 'gradio', 'transformers', 'root')
+                 'numba', 'httpx', 'urllib3', 'gradio', 'transformers')
 
 
 def __getattr__(name: str) -> Any:
@@ -61,15 +61,35 @@ def quiet_environment(verbose: bool = False) -> None:
     os.environ.setdefault('DISABLE_TQDM', '1')                   # bm25s (its package-level bars)
 
 
+class _Below(logging.Filter):
+    """Drops records under a level. A filter, not ``setLevel``: some libraries (RapidOCR, bm25s) set their
+    own logger's level when they load, after we ran."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level
+
+
 def quiet_loggers(verbose: bool = False) -> None:
+    """After :func:`quiet_environment`: third-party INFO/DEBUG lines and warnings off unless ``verbose``."""
+    import warnings
+
     drop_alloc_timestamp_noise()
     if verbose:
         return
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in NOISY_LOGGERS:   # the level covers child loggers, the filter a library resetting its level
+        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).addFilter(_Below(logging.WARNING))
+    logging.getLogger().addFilter(_Below(logging.WARNING))   # libraries that log through logging.info()
     # A locked Lite file is logged with a full traceback before pymilvus raises; the error we then print
     # names the file and the fix.
-    logging.getLogger('milvus_lite').setLevel(logging.CRITICAL)
+    for name in ('milvus_lite', 'milvus_lite.server_manager'):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+        logging.getLogger(name).addFilter(_Below(logging.CRITICAL))
+    warnings.filterwarnings('ignore', module=r'(ranx|numba|transformers|torch|pymilvus|milvus_lite)(\..*)?$')
 
 
 def quiet_progress_bars(*modules: str) -> None:
