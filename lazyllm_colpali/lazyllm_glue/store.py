@@ -82,7 +82,8 @@ class ColPaliMilvusStore(LazyLLMStoreBase):
     def _name(self, collection_name: str, embed_key: str) -> str:
         return re.sub(r'[^A-Za-z0-9_]+', '_', f'{self.prefix}_{collection_name}_{embed_key}').strip('_')[:255]
 
-    def _store(self, collection_name: str, embed_key: str, dim: Optional[int] = None) -> Optional[MilvusMultiVectorStore]:
+    def _store(self, collection_name: str, embed_key: str,
+               dim: Optional[int] = None) -> Optional[MilvusMultiVectorStore]:
         """The page store, opened once; ``None`` when it does not exist yet and ``dim`` is not known."""
         name = self._name(collection_name, embed_key)
         with self._lock:
