@@ -138,6 +138,7 @@ def test_stock_document_in_colpali_milvus_store_retrieves_with_exact_maxsim(embe
 
 def test_colpali_and_text_documents_swap_in_one_line_and_fuse_in_lazyllm(embed, pdf_dir, tmp_path):
     from lazyllm.tools.rag.rank_fusion.reciprocal_rank_fusion import RRFFusion
+    from lazyllm.tools.rag.retriever import WeightedRetriever
 
     from lazyllm_colpali import HybridRetriever
     from lazyllm_colpali.pipelines import build_search
@@ -146,6 +147,9 @@ def test_colpali_and_text_documents_swap_in_one_line_and_fuse_in_lazyllm(embed, 
     text_doc = Document(str(pdf_dir), name='colpali_swap_text')
     visual = Retriever(visual_doc, 'image', similarity='maxsim', topk=3)
     text = Retriever(text_doc, 'CoarseChunk', similarity='bm25', topk=3)
+    with WeightedRetriever(topk=4) as weighted:   # (its positional form trips over its own _strict in 1.4.0)
+        weighted.visual = Retriever(visual_doc, 'image', similarity='maxsim', topk=3, weight=1.0)
+        weighted.text = Retriever(text_doc, 'CoarseChunk', similarity='bm25', topk=3, weight=1.0)
     # the same flow with either retriever: one line differs (the tiny model's weights are random, so only
     # the text ranking is checked for relevance)
     assert build_search(visual)('replace the filter every month').count('.pdf, p. ') == 3
@@ -157,6 +161,8 @@ def test_colpali_and_text_documents_swap_in_one_line_and_fuse_in_lazyllm(embed, 
         ppl.fuse = RRFFusion(top_k=6)
     fused = ppl('replace the filter every month')
     assert {type(n).__name__ for n in fused} == {'ImageDocNode', 'DocNode'} and len(fused) == 6
+    mixed = weighted('replace the filter every month')   # LazyLLM's weighted merge
+    assert len(mixed) == 4 and {type(n).__name__ for n in mixed} == {'ImageDocNode', 'DocNode'}
     # ours fuses by page: stock LazyLLM retrievers are accepted as arms too
     hybrid = HybridRetriever({'visual': visual, 'text': text}, weights={'text': 2.0}, topk=3)
     assert hybrid('replace the filter every month')[0].metadata['file_name'] == 'manual.pdf'
