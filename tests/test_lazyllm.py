@@ -190,3 +190,45 @@ def test_importing_the_package_leaves_the_host_alone():
     bare = subprocess.run([sys.executable, '-c', 'import sys, lazyllm_colpali; print("torch" in sys.modules, '
                            '"lazyllm" in sys.modules)'], env=env, capture_output=True, text=True, timeout=300)
     assert bare.stdout.split() == ['False', 'False'], bare.stderr[-2000:]   # names load on first use
+
+
+def test_colpali_milvus_store_contract(tmp_path):
+    import torch
+
+    from lazyllm_colpali import ColPaliMilvusStore, StoreError, maxsim_reference
+
+    store = ColPaliMilvusStore(uri=str(tmp_path / 's.db'))
+    store.connect(embed={'colpali': None}, collections=['col_image'])
+    assert not store.collection_exists('col_image')
+    assert store.search('col_image', 'q', query_embedding=[[1.0, 0.0]], topk=3, embed_key='colpali') == []
+    torch.manual_seed(0)
+    pages = {f'a-p{i}': torch.randn(5, 8) for i in (1, 2)} | {'b-p1': torch.randn(4, 8)}
+
+    def segment(uid):
+        doc = uid.split('-')[0]
+        return {'uid': uid, 'doc_id': doc, 'group': 'image', 'kb_id': 'kb1', 'image_keys': [f'/img/{uid}.png'],
+                'meta': {'file_name': f'{doc}.pdf', 'page': int(uid[-1])}, 'global_meta': {'docid': doc},
+                'embedding': {'colpali': pages[uid].tolist()}}
+    assert store.upsert('col_image', [segment(u) for u in pages])
+    assert store.upsert('col_image', [{**segment('a-p1'), 'embedding': {}}])   # a segment-only update: no-op
+    query = torch.randn(3, 8)
+    found = store.search('col_image', 'q', query_embedding=query.tolist(), topk=3, embed_key='colpali')
+    reference = maxsim_reference([query], list(pages.values()))[0]
+    expected = sorted(zip(pages, reference.tolist()), key=lambda kv: -kv[1])
+    assert [f['uid'] for f in found] == [uid for uid, _ in expected]
+    assert [f['score'] for f in found] == pytest.approx([s for _, s in expected], rel=1e-2)   # fp16 on disk
+    only_b = store.search('col_image', 'q', query_embedding=query.tolist(), topk=3, embed_key='colpali',
+                          filters={'file_name': 'b.pdf'})
+    assert [f['uid'] for f in only_b] == ['b-p1']
+    assert {g['uid'] for g in store.get('col_image', {'uid': ['a-p1', 'zz']})} == {'a-p1'}
+    store.delete('col_image', {'uid': ['a-p1']})          # part of a document: pages go as whole documents
+    assert store.collection_exists('col_image') and len(store.get('col_image', {'uid': list(pages)})) == 3
+    store.delete('col_image', {'docid': ['a']})
+    assert [g['uid'] for g in store.get('col_image', {'uid': list(pages)})] == ['b-p1']
+    store.delete('col_image', {'kb_id': 'kb1'})
+    assert store.get('col_image', {'uid': list(pages)}) == []
+    with pytest.raises(StoreError, match='multi-vectors'):
+        store.upsert('col_image', [{**segment('b-p1'), 'embedding': {'colpali': [0.1] * 8}}])
+    with pytest.raises(ValueError, match='cannot filter on'):
+        store.search('col_image', 'q', query_embedding=query.tolist(), embed_key='colpali', filters={'x': 1})
+    store.close()
