@@ -232,3 +232,17 @@ def test_colpali_milvus_store_contract(tmp_path):
     with pytest.raises(ValueError, match='cannot filter on'):
         store.search('col_image', 'q', query_embedding=query.tolist(), embed_key='colpali', filters={'x': 1})
     store.close()
+
+
+def test_reader_is_a_lazyllm_reader_and_reads_through_fsspec(tmp_path, pdf_dir):
+    import fsspec
+    import lazyllm
+
+    reader = PdfPageImageReader(str(tmp_path / 'pages'), dpi=30)
+    assert lazyllm.reader.PdfPageImageReader is PdfPageImageReader
+    local = reader(pdf_dir / 'manual.pdf')
+    memory = fsspec.filesystem('memory')
+    memory.pipe('/remote/manual.pdf', (pdf_dir / 'manual.pdf').read_bytes())
+    remote = reader('/remote/manual.pdf', fs=memory)
+    assert [n.uid for n in remote] == [n.uid for n in local] and len(local) == 3
+    assert remote[0].metadata['file_name'] == 'manual.pdf' and os.path.isfile(remote[0].image_path)
