@@ -197,7 +197,11 @@ def test_colpali_milvus_store_contract(tmp_path):
 
     from lazyllm_colpali import ColPaliMilvusStore, StoreError, maxsim_reference
 
-    store = ColPaliMilvusStore(uri=str(tmp_path / 's.db'))
+    import pickle
+
+    store = ColPaliMilvusStore(uri=str(tmp_path / 's.db'), mode='exact')
+    clone = pickle.loads(pickle.dumps(store))   # LazyLLM pickles stores into its worker processes
+    assert (clone.uri, clone.prefix, clone.dir) == (store.uri, store.prefix, str(tmp_path / 's.db'))
     store.connect(embed={'colpali': None}, collections=['col_image'])
     assert not store.collection_exists('col_image')
     assert store.search('col_image', 'q', query_embedding=[[1.0, 0.0]], topk=3, embed_key='colpali') == []
