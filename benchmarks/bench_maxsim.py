@@ -69,6 +69,7 @@ def rerank(packed: PackedMultiVectors, query: torch.Tensor, candidates: List[int
 
 
 def colpali_engine_path(pages: List[torch.Tensor]) -> Callable:
+    import lazyllm_colpali.models  # noqa: F401  (torchvision shim before colpali_engine imports it)
     from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
 
     return lambda q: top_indices(BaseVisualRetrieverProcessor.score_multi_vector([q], pages, batch_size=128,

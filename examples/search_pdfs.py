@@ -4,14 +4,9 @@
     python examples/search_pdfs.py ../shared/corpus/real "late interaction" --model tiny:colqwen2   # offline
 """
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: pipelines/ is beside us
-
-import lazyllm_colpali  # noqa: F401,E402  (registers the plugin and fixes the environment first)
-from lazyllm_colpali import ColPaliDocument, ColPaliEmbed, ColPaliError  # noqa: E402
-from pipelines.visual_rag import build_visual_search  # noqa: E402
+from lazyllm_colpali import ColPaliDocument, ColPaliEmbed, ColPaliError
+from lazyllm_colpali.pipelines import build_visual_search
 
 
 def main() -> None:

@@ -1,39 +1,61 @@
 """lazyllm_colpali: ColPali-style visual document retrieval for LazyLLM.
 
-Importing the package registers its LazyLLM extensions (the ``maxsim`` similarity) and applies the
-environment fixes in :mod:`lazyllm_colpali._compat` before transformers / colpali-engine load.
+Names load on first use (PEP 562), so ``import lazyllm_colpali`` and ``lazyllm-colpali --help`` stay fast.
+Using any LazyLLM-facing name (``ColPaliEmbed``, ``ColPaliMilvusStore``, ``maxsim``, the pipelines ...) or
+calling :func:`register` registers the plugin's LazyLLM extensions: the ``colpali_milvus`` store type
+(``lazyllm.store``) and the ``maxsim`` similarity. Importing changes nothing else in the host process
+(LazyLLM tracing, logging and readers are left as the application set them).
 """
-from ._compat import prepare_environment
+from __future__ import annotations
 
-prepare_environment()
+import importlib
+from typing import Any
 
-from .errors import (ColPaliError, DimensionMismatchError, DocumentError, EmptyQueryError,  # noqa: E402
-                     ModelNotFoundError, QueryTooLongError, StoreError, UnsupportedModelError)
-from .indexer import ColPaliIndex  # noqa: E402
-from .ingest.records import IngestReport, PageRecord  # noqa: E402
-from .generation import AnswerSettings, PageAnswerer, VLMUnavailableError  # noqa: E402
-from .lazyllm_glue.arms import HybridRetriever, PageTextRetriever  # noqa: E402
-from .lazyllm_glue.components import ColPaliDocument, ColPaliRetriever, hit_to_node  # noqa: E402
-from .lazyllm_glue.embed import ColPaliEmbed  # noqa: E402
-from .lazyllm_glue.reader import PdfPageImageReader  # noqa: E402
-from .lazyllm_glue.similarity import maxsim  # noqa: E402
-from .models.encoder import ColPaliEncoder  # noqa: E402
-from .retrieve.maxsim import maxsim_packed, maxsim_reference  # noqa: E402
-from .retrieve.fusion import reciprocal_rank_fusion  # noqa: E402
-from .retrieve.retriever import MaxSimRetriever, SearchHit  # noqa: E402
-from .store.base import MultiVectorStore  # noqa: E402
-from .store.milvus_store import MilvusMultiVectorStore  # noqa: E402
-from .store.vector_file import LocalVectorFile, PackedMultiVectors  # noqa: E402
-from .text import CaptionQAAugmenter, PageTextIndex  # noqa: E402
+from ._compat import install_tiktoken_offline
+
+install_tiktoken_offline()   # LazyLLM's RAG import wants tiktoken's gpt2 file; serve the bundled copy offline
 
 __version__ = '0.1.0'
-__all__ = [
-    'AnswerSettings', 'CaptionQAAugmenter', 'HybridRetriever', 'PageAnswerer', 'PageTextIndex', 'PageTextRetriever',
-    'VLMUnavailableError', 'reciprocal_rank_fusion',
-    'ColPaliDocument', 'ColPaliEmbed', 'ColPaliEncoder', 'ColPaliError', 'ColPaliIndex', 'ColPaliRetriever',
-    'DimensionMismatchError', 'DocumentError', 'EmptyQueryError', 'IngestReport', 'LocalVectorFile',
-    'MaxSimRetriever', 'MilvusMultiVectorStore', 'ModelNotFoundError', 'MultiVectorStore', 'PackedMultiVectors',
-    'PageRecord', 'PdfPageImageReader', 'QueryTooLongError', 'SearchHit', 'StoreError', 'UnsupportedModelError',
-    'hit_to_node',
-    'maxsim', 'maxsim_packed', 'maxsim_reference',
-]
+
+_EXPORTS = {
+    '.errors': ['ColPaliError', 'DimensionMismatchError', 'DocumentError', 'EmptyQueryError', 'ModelNotFoundError',
+                'QueryTooLongError', 'StoreError', 'UnsupportedModelError'],
+    '.indexer': ['ColPaliIndex'],
+    '.ingest.records': ['IngestReport', 'PageRecord'],
+    '.generation': ['AnswerSettings', 'PageAnswerer', 'VLMUnavailableError'],
+    '.lazyllm_glue.arms': ['HybridRetriever', 'PageTextRetriever'],
+    '.lazyllm_glue.components': ['ColPaliDocument', 'ColPaliRetriever', 'hit_to_node'],
+    '.lazyllm_glue.embed': ['ColPaliEmbed'],
+    '.lazyllm_glue.reader': ['PdfPageImageReader'],
+    '.lazyllm_glue.similarity': ['maxsim'],
+    '.lazyllm_glue.store': ['ColPaliMilvusStore'],
+    '.models.encoder': ['ColPaliEncoder'],
+    '.retrieve.maxsim': ['maxsim_packed', 'maxsim_reference'],
+    '.retrieve.fusion': ['reciprocal_rank_fusion'],
+    '.retrieve.retriever': ['MaxSimRetriever', 'SearchHit'],
+    '.store.base': ['MultiVectorStore'],
+    '.store.milvus_store': ['MilvusMultiVectorStore'],
+    '.store.vector_file': ['LocalVectorFile', 'PackedMultiVectors'],
+    '.text': ['CaptionQAAugmenter', 'PageTextIndex'],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE) + ['register']
+
+
+def register() -> None:
+    """Register the LazyLLM extensions (``colpali_milvus`` store, ``maxsim`` similarity). Idempotent; any
+    LazyLLM-facing name of this package does it too."""
+    importlib.import_module('.lazyllm_glue', __name__)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,4 +1,5 @@
-"""Environment fixes that must run before transformers / colpali_engine / lazyllm RAG are imported.
+"""Environment fixes that must run before transformers / colpali_engine / lazyllm RAG are imported
+(the tiktoken one by the package's ``__init__``, the torchvision one by :mod:`lazyllm_colpali.models`).
 
 1. torchvision shim: the only torchvision wheels on PyPI are CUDA builds whose compiled ops cannot load
    beside a CPU torch; its ``_meta_registrations`` then fails on ``torchvision::nms`` and
@@ -76,6 +77,6 @@ def _read_ranks(path: str) -> dict:
 
 
 def prepare_environment() -> None:
-    os.environ.setdefault('LAZYLLM_TRACE_ENABLED', 'False')
+    """Both fixes; neither changes LazyLLM settings such as tracing (that is the host application's choice)."""
     install_torchvision_shim()
     install_tiktoken_offline()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -137,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('make-tiny-model', help='build a tiny random model folder offline (for tests and demos)')
     p.add_argument('out_dir')
     p.add_argument('--family', default='colqwen2', help='colpali, colqwen2, colqwen2_5 or colidefics3')
+
+    # -v before or after the command; quiet is the default
+    parser.add_argument('-v', '--verbose', action='store_true',
+                        help='show third-party logs, warnings and progress bars (quiet by default)')
+    for p in sub.choices.values():
+        p.add_argument('-v', '--verbose', action='store_true', default=argparse.SUPPRESS,
+                       help='show third-party logs, warnings and progress bars')
     return parser
 
 
@@ -409,25 +415,45 @@ def cmd_standin_vlm(args) -> int:
     return 0
 
 
-_NOISY_LOGGERS = ('milvus_lite', 'faiss', 'faiss.loader', 'root', 'pymilvus', 'bm25s', 'jieba', 'RapidOCR',
-                  'matplotlib', 'numba')
-
 COMMANDS = {'index': cmd_index, 'search': cmd_search, 'docs': cmd_docs, 'delete': cmd_delete,
             'check': cmd_check, 'serve-api': cmd_serve_api, 'make-tiny-model': cmd_make_tiny_model,
             'eval': cmd_eval, 'serve': cmd_serve, 'standin-vlm': cmd_standin_vlm}
 
 
+def _validate(args) -> None:
+    """Checks that need no model or store, so a bad call fails at once rather than after loading."""
+    query = getattr(args, 'query', None)
+    if query is not None and not query.strip():
+        raise SystemExit('error: the query is empty; give a question or keywords')
+    topk = getattr(args, 'topk', None)
+    if topk is not None and topk < 1:
+        raise SystemExit(f'error: -k/--topk must be at least 1, got {topk}')
+    if getattr(args, 'pages', None) and args.command == 'search':
+        _parse_pages(args.pages)
+
+
+# bars printed by third-party code per query/batch (LazyLLM's BM25 calls bm25s for every search)
+_THIRD_PARTY_BARS = ('bm25s', 'bm25s.tokenization', 'bm25s.scoring')
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
-    from . import ColPaliError  # after argparse so --help is instant
+    _validate(args)
+    from .logging import quiet_environment, quiet_loggers, quiet_progress_bars
 
-    for name in _NOISY_LOGGERS:  # their INFO lines (server ports, faiss loading) bury the results
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # pymilvus logs a traceback for every failed call (the store turns each into one StoreError line); its
-    # logging config is applied on import, so import it first
-    import pymilvus  # noqa: F401
-    logging.getLogger('pymilvus').setLevel(logging.CRITICAL)
+    os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+    quiet_environment(args.verbose)   # before LazyLLM / transformers are imported
+    quiet_loggers(args.verbose)
+    if not args.verbose and args.command in ('eval', 'serve'):
+        quiet_progress_bars(*_THIRD_PARTY_BARS)
+    if not args.verbose and args.command not in ('make-tiny-model', 'standin-vlm'):
+        # pymilvus logs a traceback for every failed call (the store turns each into one StoreError line);
+        # its logging config is applied on import, so import it first
+        import logging
+
+        import pymilvus  # noqa: F401
+        logging.getLogger('pymilvus').setLevel(logging.CRITICAL)
+    from .errors import ColPaliError
 
     try:
         return COMMANDS[args.command](args)

@@ -8,8 +8,7 @@ from lazyllm_colpali.generation import AnswerSettings, PageAnswerer, VLMUnavaila
 from lazyllm_colpali.lazyllm_glue.arms import PageTextRetriever
 from lazyllm_colpali.serving.chat import free_port
 from lazyllm_colpali.text import PageTextIndex
-from pipelines.arms import hybrid_arm
-from pipelines.flows import build_rag, build_search
+from lazyllm_colpali.pipelines import build_rag, build_search, hybrid_arm
 from tests.conftest import chat_module
 
 
@@ -60,7 +59,7 @@ def test_unreachable_vlm_is_an_error_a_user_can_act_on(doc):
     port = free_port()   # nothing listens there
     vlm = OnlineChatModule(source='openai', base_url=f'http://127.0.0.1:{port}/v1/', model='m', skip_auth=True,
                            type='VLM', stream=False)
-    hits = ColPaliRetriever(doc, output_format='hits')('pressure')
+    hits = ColPaliRetriever(doc).search('pressure')
     with pytest.raises(VLMUnavailableError, match=f'127.0.0.1:{port}.*reachable'):
         PageAnswerer(vlm).answer(hits, query='pressure')
     with pytest.raises(Exception, match=f'VLM at http://127.0.0.1:{port}/v1/ did not answer'):   # inside a flow

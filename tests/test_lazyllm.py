@@ -1,8 +1,11 @@
-"""LazyLLM integration: the embed contract, stock Document + Retriever with 'maxsim', and the
-ColPaliDocument / ColPaliRetriever components inside pipeline and parallel flows."""
+"""LazyLLM integration: the embed contract, stock Document + Retriever with 'maxsim' (map store and the
+``colpali_milvus`` store), the ColPaliDocument / ColPaliRetriever components inside pipeline and parallel
+flows, LazyLLM's own fusion, the one arm contract, and no side effects of importing the package."""
 import base64
 import io
 import os
+import subprocess
+import sys
 
 import pytest
 from lazyllm import parallel, pipeline
@@ -60,9 +63,10 @@ def test_colpali_retriever_returns_nodes_with_file_page_score_image(colpali_doc)
 
 
 def test_pipeline_with_formatter(colpali_doc):
-    with pipeline() as ppl:
+    with pipeline() as ppl:   # 'dict' as lazyllm.Retriever: node.to_dict(), file/page/score in metadata
         ppl.retriever = ColPaliRetriever(colpali_doc, topk=2, output_format='dict')
-        ppl.cite = lambda hits: '\n'.join(f'[{h["file_name"]} p.{h["page"]}] ({h["score"]:.2f})' for h in hits)
+        ppl.cite = lambda hits: '\n'.join(f'[{h["metadata"]["file_name"]} p.{h["metadata"]["page"]}] '
+                                          f'({h["metadata"]["score"]:.2f})' for h in hits)
     text = ppl('pump installation')
     assert text.count('\n') == 1 and '.pdf p.' in text
 
@@ -87,3 +91,162 @@ def test_start_builds_the_index_before_the_first_query(embed, pdf_dir, tmp_path)
     assert doc.last_report is not None and doc.last_report.added_pages == 1
     assert ppl('hiring')[0].metadata['file_name'] == 'memo.pdf'
     doc.close()
+
+
+def test_output_formats_follow_lazyllm_vocabulary(colpali_doc):
+    with pytest.raises(ValueError, match="'content' or 'dict'"):
+        ColPaliRetriever(colpali_doc, output_format='hits')
+    images = ColPaliRetriever(colpali_doc, topk=2, output_format='content')('warranty')
+    assert len(images) == 2 and all(isinstance(i, Image.Image) for i in images)   # as ImageDocNode.get_content()
+    hits = ColPaliRetriever(colpali_doc, topk=2).search('warranty', {'file': 'manual.pdf'})
+    assert [h.file_name for h in hits] == ['manual.pdf', 'manual.pdf'] and hits[0].score >= hits[1].score
+
+
+def _colpali_milvus_doc(embed, pdf_dir, tmp_path, name):
+    doc = Document(str(pdf_dir), embed={'colpali': embed}, name=name,
+                   store_conf={'type': 'colpali_milvus', 'kwargs': {'uri': str(tmp_path / 'db' / 'pages.db')}})
+    doc.add_reader('*.pdf', PdfPageImageReader(str(tmp_path / 'pages'), dpi=40))
+    return doc
+
+
+def test_stock_document_in_colpali_milvus_store_retrieves_with_exact_maxsim(embed, pdf_dir, tmp_path):
+    import lazyllm
+    import torch
+
+    from lazyllm_colpali import ColPaliMilvusStore, maxsim_reference
+
+    assert lazyllm.store.colpali_milvus is ColPaliMilvusStore   # found the way LazyLLM finds any store
+    doc = _colpali_milvus_doc(embed, pdf_dir, tmp_path, 'colpali_milvus_doc')
+    retriever = Retriever(doc, 'image', similarity='maxsim', topk=6)
+    query = 'replace the filter every month'
+    nodes = retriever(query)
+    assert len(nodes) == 6 and all(isinstance(n, ImageDocNode) for n in nodes)
+    # the rows are in Milvus (Lite file) and the multi-vectors beside it, not in LazyLLM's in-memory store
+    assert (tmp_path / 'db' / 'pages.db').exists() and (tmp_path / 'db' / 'pages.db.assets').is_dir()
+    # exact MaxSim: the same scores as the reference over the pages re-encoded here
+    q = torch.tensor(embed(query))
+    for node in nodes:
+        page = torch.tensor(embed([_data_uri(Image.open(node.image_path))], modality='image')[0])
+        assert node.similarity_score == pytest.approx(float(maxsim_reference([q], [page])[0, 0]), rel=1e-2)
+    scores = [n.similarity_score for n in nodes]
+    assert scores == sorted(scores, reverse=True)
+    only = retriever(query, filters={'file_name': ['manual.pdf']}, topk=5)
+    assert len(only) == 3 and {n.metadata['file_name'] for n in only} == {'manual.pdf'}
+    with pytest.raises(Exception, match='cannot filter on'):
+        retriever(query, filters={'colour': 'red'})
+
+
+def test_colpali_and_text_documents_swap_in_one_line_and_fuse_in_lazyllm(embed, pdf_dir, tmp_path):
+    from lazyllm.tools.rag.rank_fusion.reciprocal_rank_fusion import RRFFusion
+    from lazyllm.tools.rag.retriever import WeightedRetriever
+
+    from lazyllm_colpali import HybridRetriever
+    from lazyllm_colpali.pipelines import build_search
+
+    visual_doc = _colpali_milvus_doc(embed, pdf_dir, tmp_path, 'colpali_swap_visual')
+    text_doc = Document(str(pdf_dir), name='colpali_swap_text')
+    visual = Retriever(visual_doc, 'image', similarity='maxsim', topk=3)
+    text = Retriever(text_doc, 'CoarseChunk', similarity='bm25', topk=3)
+    with WeightedRetriever(topk=4) as weighted:   # (its positional form trips over its own _strict in 1.4.0)
+        weighted.visual = Retriever(visual_doc, 'image', similarity='maxsim', topk=3, weight=1.0)
+        weighted.text = Retriever(text_doc, 'CoarseChunk', similarity='bm25', topk=3, weight=1.0)
+    # the same flow with either retriever: one line differs (the tiny model's weights are random, so only
+    # the text ranking is checked for relevance)
+    assert build_search(visual)('replace the filter every month').count('.pdf, p. ') == 3
+    assert build_search(text)('replace the filter every month').startswith('1. manual.pdf')
+    with pipeline() as ppl:                        # LazyLLM's own fusion over both
+        with parallel() as ppl.arms:
+            ppl.arms.visual = visual
+            ppl.arms.text = text
+        ppl.fuse = RRFFusion(top_k=6)
+    fused = ppl('replace the filter every month')
+    assert {type(n).__name__ for n in fused} == {'ImageDocNode', 'DocNode'} and len(fused) == 6
+    mixed = weighted('replace the filter every month')   # LazyLLM's weighted merge
+    assert len(mixed) == 4 and {type(n).__name__ for n in mixed} == {'ImageDocNode', 'DocNode'}
+    # ours fuses by page: stock LazyLLM retrievers are accepted as arms too
+    hybrid = HybridRetriever({'visual': visual, 'text': text}, weights={'text': 2.0}, topk=3)
+    assert hybrid('replace the filter every month')[0].metadata['file_name'] == 'manual.pdf'
+
+
+def test_every_arm_has_one_forward_signature():
+    import inspect
+
+    from lazyllm_colpali import ColPaliRetriever, HybridRetriever, PageTextRetriever
+    for cls in (ColPaliRetriever, PageTextRetriever, HybridRetriever):
+        params = inspect.signature(cls.forward).parameters
+        assert list(params)[:3] == ['self', 'query', 'filters'] and params['filters'].default is None
+        assert params['topk'].kind is inspect.Parameter.KEYWORD_ONLY and params['topk'].default is None
+        assert list(inspect.signature(cls.search).parameters)[:3] == ['self', 'query', 'filters']
+
+
+def test_importing_the_package_leaves_the_host_alone():
+    code = ('import os, sys, lazyllm\n'
+            'import lazyllm_colpali\n'
+            'from lazyllm_colpali import ColPaliEmbed, ColPaliMilvusStore\n'   # registers the extensions
+            'print("LAZYLLM_TRACE_ENABLED" not in os.environ, os.environ.get("LAZYLLM_TRACE_ENABLED"))\n')
+    env = {k: v for k, v in os.environ.items() if k != 'LAZYLLM_TRACE_ENABLED'}
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.stdout.split()[:2] == ['True', 'None'], out.stdout + out.stderr[-2000:]
+    bare = subprocess.run([sys.executable, '-c', 'import sys, lazyllm_colpali; print("torch" in sys.modules, '
+                           '"lazyllm" in sys.modules)'], env=env, capture_output=True, text=True, timeout=300)
+    assert bare.stdout.split() == ['False', 'False'], bare.stderr[-2000:]   # names load on first use
+
+
+def test_colpali_milvus_store_contract(tmp_path):
+    import torch
+
+    from lazyllm_colpali import ColPaliMilvusStore, StoreError, maxsim_reference
+
+    import pickle
+
+    store = ColPaliMilvusStore(uri=str(tmp_path / 's.db'), mode='exact')
+    clone = pickle.loads(pickle.dumps(store))   # LazyLLM pickles stores into its worker processes
+    assert (clone.uri, clone.prefix, clone.dir) == (store.uri, store.prefix, str(tmp_path / 's.db'))
+    store.connect(embed={'colpali': None}, collections=['col_image'])
+    assert not store.collection_exists('col_image')
+    assert store.search('col_image', 'q', query_embedding=[[1.0, 0.0]], topk=3, embed_key='colpali') == []
+    torch.manual_seed(0)
+    pages = {f'a-p{i}': torch.randn(5, 8) for i in (1, 2)} | {'b-p1': torch.randn(4, 8)}
+
+    def segment(uid):
+        doc = uid.split('-')[0]
+        return {'uid': uid, 'doc_id': doc, 'group': 'image', 'kb_id': 'kb1', 'image_keys': [f'/img/{uid}.png'],
+                'meta': {'file_name': f'{doc}.pdf', 'page': int(uid[-1])}, 'global_meta': {'docid': doc},
+                'embedding': {'colpali': pages[uid].tolist()}}
+    assert store.upsert('col_image', [segment(u) for u in pages])
+    assert store.upsert('col_image', [{**segment('a-p1'), 'embedding': {}}])   # a segment-only update: no-op
+    query = torch.randn(3, 8)
+    found = store.search('col_image', 'q', query_embedding=query.tolist(), topk=3, embed_key='colpali')
+    reference = maxsim_reference([query], list(pages.values()))[0]
+    expected = sorted(zip(pages, reference.tolist()), key=lambda kv: -kv[1])
+    assert [f['uid'] for f in found] == [uid for uid, _ in expected]
+    assert [f['score'] for f in found] == pytest.approx([s for _, s in expected], rel=1e-2)   # fp16 on disk
+    only_b = store.search('col_image', 'q', query_embedding=query.tolist(), topk=3, embed_key='colpali',
+                          filters={'file_name': 'b.pdf'})
+    assert [f['uid'] for f in only_b] == ['b-p1']
+    assert {g['uid'] for g in store.get('col_image', {'uid': ['a-p1', 'zz']})} == {'a-p1'}
+    store.delete('col_image', {'uid': ['a-p1']})          # part of a document: pages go as whole documents
+    assert store.collection_exists('col_image') and len(store.get('col_image', {'uid': list(pages)})) == 3
+    store.delete('col_image', {'docid': ['a']})
+    assert [g['uid'] for g in store.get('col_image', {'uid': list(pages)})] == ['b-p1']
+    store.delete('col_image', {'kb_id': 'kb1'})
+    assert store.get('col_image', {'uid': list(pages)}) == []
+    with pytest.raises(StoreError, match='multi-vectors'):
+        store.upsert('col_image', [{**segment('b-p1'), 'embedding': {'colpali': [0.1] * 8}}])
+    with pytest.raises(ValueError, match='cannot filter on'):
+        store.search('col_image', 'q', query_embedding=query.tolist(), embed_key='colpali', filters={'x': 1})
+    store.close()
+
+
+def test_reader_is_a_lazyllm_reader_and_reads_through_fsspec(tmp_path, pdf_dir):
+    import fsspec
+    import lazyllm
+
+    reader = PdfPageImageReader(str(tmp_path / 'pages'), dpi=30)
+    assert lazyllm.reader.PdfPageImageReader is PdfPageImageReader
+    local = reader(pdf_dir / 'manual.pdf')
+    memory = fsspec.filesystem('memory')
+    memory.pipe('/remote/manual.pdf', (pdf_dir / 'manual.pdf').read_bytes())
+    remote = reader('/remote/manual.pdf', fs=memory)
+    assert [n.uid for n in remote] == [n.uid for n in local] and len(local) == 3
+    assert remote[0].metadata['file_name'] == 'manual.pdf' and os.path.isfile(remote[0].image_path)

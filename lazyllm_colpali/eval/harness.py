@@ -200,20 +200,20 @@ def _hybrid(built: Dict[str, _Arm], dataset: EvalDataset, topk: int, weights: Op
         return result
     retriever = HybridRetriever({name: _SearchModule(arm) for name, arm in members.items()},
                                 weights={k: v for k, v in (weights or {}).items() if k in members},
-                                topk=topk, depth=max(50, topk), k=rrf_k, output_format='hits')
+                                topk=topk, depth=max(50, topk), k=rrf_k)
     result.note = 'RRF of ' + '+'.join(members)
     # Serving a hybrid means building and storing every member arm.
     result.index_s_per_page = sum(arm.index_s_per_page for arm in member_results)
     result.bytes_per_page = sum(arm.bytes_per_page for arm in member_results)
-    _query_arm(lambda q, k: retriever(q, topk=k), dataset, topk, result, metrics)
+    _query_arm(lambda q, k: retriever.search(q, topk=k), dataset, topk, result, metrics)
     return result
 
 
 class _SearchModule:
-    """An arm's index as the ``query, topk= -> hits`` callable HybridRetriever fans out to."""
+    """An arm's index with the arms' ``search(query, filters=None, *, topk)`` that HybridRetriever fans out to."""
 
     def __init__(self, arm: _Arm):
         self.arm = arm
 
-    def __call__(self, query: str, topk: int = 10):
+    def search(self, query: str, filters=None, *, topk: int = 10):
         return self.arm.search(query, topk)

@@ -51,22 +51,34 @@ class Answer:
 
 
 def hits_from(items: Sequence[Any]) -> List[SearchHit]:
-    """SearchHits from hits, dicts or the ImageDocNodes our retrievers return."""
+    """SearchHits from hits, hit dicts, LazyLLM nodes or their ``to_dict()`` (``output_format='dict'``)."""
     hits = []
     for item in items or []:
         if isinstance(item, SearchHit):
             hits.append(item)
-        elif isinstance(item, dict):
+        elif isinstance(item, dict) and 'page_id' in item:
             hits.append(SearchHit(**{k: item[k] for k in SearchHit.__dataclass_fields__ if k in item}))
         else:
-            meta = dict(getattr(item, 'metadata', {}) or {})
-            hits.append(SearchHit(str(getattr(item, '_uid', '') or meta.get('page_id', '')), meta.get('doc_id', ''),
-                                  meta.get('source', ''), meta.get('file_name', ''), int(meta.get('page', 0)),
-                                  float(getattr(item, 'similarity_score', None) or meta.get('score', 0.0)),
-                                  getattr(item, 'image_path', '') or '',
-                                  {k: v for k, v in meta.items() if k not in ('file_name', 'source', 'page', 'doc_id',
-                                                                             'score')}))
+            hits.append(_hit_from_node(item))
     return hits
+
+
+_NODE_FIELDS = ('file_name', 'source', 'page', 'doc_id', 'score', 'page_id', 'image_path')
+
+
+def _hit_from_node(item: Any) -> SearchHit:
+    # Our nodes keep file/page in metadata; a stock LazyLLM node has the file in its global metadata only.
+    node_dict = isinstance(item, dict)
+    meta = dict((item.get('metadata') if node_dict else getattr(item, 'metadata', None)) or {})
+    glob = {} if node_dict else dict(getattr(item, 'global_metadata', None) or {})
+    uid = '' if node_dict else str(getattr(item, '_uid', '') or '')
+    score = None if node_dict else getattr(item, 'similarity_score', None)
+    image = '' if node_dict else getattr(item, 'image_path', '') or ''
+    return SearchHit(str(meta.get('page_id') or uid), meta.get('doc_id') or glob.get('docid', ''),
+                     meta.get('source') or glob.get('lazyllm_doc_path', ''),
+                     meta.get('file_name') or glob.get('file_name', ''), int(meta.get('page') or 0),
+                     float(score or meta.get('score', 0.0)), image or meta.get('image_path', '') or '',
+                     {k: v for k, v in meta.items() if k not in _NODE_FIELDS})
 
 
 _MD_IMAGE = re.compile(r'!\[')

@@ -3,6 +3,7 @@
     doc = ColPaliDocument('/data/pdfs', embed=ColPaliEmbed('vidore/colqwen2-v1.0'), db='./colpali.db')
     retriever = ColPaliRetriever(doc, topk=3)      # where a text RAG has Retriever(doc, 'CoarseChunk', 'bm25')
     nodes = retriever('What was revenue in 2023?')  # List[ImageDocNode] with file, page, score, image path
+    hits = retriever.search('revenue', {'file': 'report.pdf'}, topk=3)   # List[SearchHit]
 
 Both are ``ModuleBase`` components, so they compose in ``lazyllm.pipeline`` / ``parallel`` and deploy with
 ``.start()``. Indexing of ``dataset_path`` happens on first use (or ``doc.start()``) and is incremental.
@@ -14,14 +15,17 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 from lazyllm.module import ModuleBase
-from lazyllm.tools.rag.doc_node import ImageDocNode
+from lazyllm.tools.rag.doc_node import DocNode, ImageDocNode
+from lazyllm.tools.rag.global_metadata import RAG_DOC_FILE_NAME, RAG_DOC_ID
 
 from ..indexer import ColPaliIndex
 from ..ingest.records import IngestReport
+from ..logging import drop_alloc_timestamp_noise
 from ..retrieve.retriever import MaxSimRetriever, SearchHit
 from ..settings import DEFAULT_COLLECTION, default_db
 from ..store.milvus_store import MilvusMultiVectorStore
 from .embed import ColPaliEmbed
+from .output import check_output_format, format_nodes
 
 
 class ColPaliDocument(ModuleBase):
@@ -49,6 +53,7 @@ class ColPaliDocument(ModuleBase):
     def index(self) -> ColPaliIndex:
         with self._lock:
             if self._index is None:
+                drop_alloc_timestamp_noise()
                 encoder = self.embed.encoder
                 store = MilvusMultiVectorStore(self.db, self.collection, dim=encoder.dim, **self._store_kwargs)
                 self._index = ColPaliIndex(encoder, store, dpi=self._dpi, progress=self._progress,
@@ -72,7 +77,8 @@ class ColPaliDocument(ModuleBase):
     def delete_documents(self, doc_ids: Iterable[str]) -> int:
         return self.index.remove(list(doc_ids))
 
-    def forward(self, query: str, topk: int = 5, filters: Optional[Dict[str, Any]] = None, **kw) -> List[SearchHit]:
+    def forward(self, query: str, filters: Optional[Dict[str, Any]] = None, *, topk: int = 5,
+                **kw) -> List[SearchHit]:
         return self.index.search(query, topk, filters)
 
     def close(self) -> None:
@@ -81,31 +87,41 @@ class ColPaliDocument(ModuleBase):
             self._index = None
 
 
-def hit_to_node(hit: SearchHit) -> ImageDocNode:
-    node = ImageDocNode(image_path=hit.image_path, uid=hit.page_id,
-                        metadata={'file_name': hit.file_name, 'source': hit.source, 'page': hit.page,
-                                  'doc_id': hit.doc_id, 'score': hit.score, **hit.metadata},
-                        global_metadata={'file_name': hit.file_name, 'docid': hit.doc_id})
+def hit_to_node(hit: SearchHit) -> DocNode:
+    """A page hit as a LazyLLM node: an ``ImageDocNode`` when the page image is known (visual arm), else a
+    ``DocNode`` holding the page text (text arms), so nodes from either arm carry real content."""
+    metadata = {'file_name': hit.file_name, 'source': hit.source, 'page': hit.page, 'doc_id': hit.doc_id,
+                'page_id': hit.page_id, 'score': hit.score, 'image_path': hit.image_path, **hit.metadata}
+    global_metadata = {RAG_DOC_FILE_NAME: hit.file_name, RAG_DOC_ID: hit.doc_id}
+    if hit.image_path:
+        node = ImageDocNode(image_path=hit.image_path, uid=hit.page_id, metadata=metadata,
+                            global_metadata=global_metadata)
+    else:
+        node = DocNode(uid=hit.page_id, text=str(hit.metadata.get('text', '')), metadata=metadata,
+                       global_metadata=global_metadata)
     return node.with_sim_score(hit.score)
 
 
 class ColPaliRetriever(ModuleBase):
-    """Top-k pages for a query, as LazyLLM ``ImageDocNode``s (default), ``SearchHit``s or dicts."""
+    """Top-k pages for a query. Output as LazyLLM's ``Retriever``: nodes (``ImageDocNode``s, default),
+    ``'content'`` or ``'dict'``; :meth:`search` gives the :class:`SearchHit`s themselves."""
 
     def __init__(self, doc: ColPaliDocument, topk: int = 5, output_format: Optional[str] = None,
-                 filters: Optional[Dict[str, Any]] = None, return_trace: bool = False):
+                 filters: Optional[Dict[str, Any]] = None, join: Union[bool, str] = False,
+                 return_trace: bool = False):
         super().__init__(return_trace=return_trace)
-        if output_format not in (None, 'hits', 'dict'):
-            raise ValueError(f"output_format must be None (nodes), 'hits' or 'dict', got {output_format!r}")
+        check_output_format(output_format, join)
         self.doc = doc
         self.topk = topk
         self.output_format = output_format
+        self.join = join
         self.filters = filters
+        self.arm_name = 'visual'
 
-    def forward(self, query: str, filters: Optional[Dict[str, Any]] = None, topk: Optional[int] = None, **kw):
-        hits = self.doc.index.search(query, topk or self.topk, filters if filters is not None else self.filters)
-        if self.output_format == 'hits':
-            return hits
-        if self.output_format == 'dict':
-            return [h.to_dict() for h in hits]
-        return [hit_to_node(h) for h in hits]
+    def search(self, query: str, filters: Optional[Dict[str, Any]] = None, *,
+               topk: Optional[int] = None) -> List[SearchHit]:
+        return self.doc.index.search(query, topk or self.topk, filters if filters is not None else self.filters)
+
+    def forward(self, query: str, filters: Optional[Dict[str, Any]] = None, *, topk: Optional[int] = None, **kw):
+        return format_nodes([hit_to_node(h) for h in self.search(query, filters, topk=topk)],
+                            self.output_format, self.join)

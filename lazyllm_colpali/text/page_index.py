@@ -118,9 +118,19 @@ class PageTextIndex:
         from lazyllm import Document, Retriever
 
         similarity = self._resolve_similarity()
-        # Each build is its own Document: LazyLLM's map store reads its folder once, at first use.
-        doc = Document(str(self.store.pages_dir), embed=self.embed, store_conf=self.store_conf,
-                       name=f'pagetext_{id(self)}_{self.store.version}')
+        # Each build is its own Document: LazyLLM's map store reads its files once, at first use. LazyLLM skips
+        # every file under a hidden folder when it scans a dataset_path (~/.cache included), so the map store
+        # is handed the page files by name instead.
+        name = f'pagetext_{id(self)}_{self.store.version}'
+        if (self.store_conf or {}).get('type', 'map') == 'map':
+            files = [str(self.store.path_of(pid)) for pid in self.store.all_ids()]
+            doc = Document(None, embed=self.embed, store_conf=self.store_conf, doc_files=files, name=name)
+        else:
+            if _under_hidden_folder(self.store.pages_dir):
+                raise ColPaliError(f'the text index folder {self.store.root} is under a hidden folder, which '
+                                   f'LazyLLM skips for a {self.store_conf["type"]!r} store; choose a workdir '
+                                   'without a ".name" component')
+            doc = Document(str(self.store.pages_dir), embed=self.embed, store_conf=self.store_conf, name=name)
         group = self.group or ('lazyllm_root' if similarity.startswith('bm25') else 'CoarseChunk')
         return Retriever(doc, group, similarity, topk=1000 if self.embed is None else 200)
 
@@ -160,6 +170,10 @@ class PageTextIndex:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _under_hidden_folder(path: Path) -> bool:
+    return any(part.startswith('.') and part not in ('.', '..') for part in path.resolve().parts)
 
 
 def _failure(path: str, reason: str):
