@@ -14,6 +14,11 @@ from __future__ import annotations
 from typing import Callable, List, Optional, Sequence, Tuple
 
 
+def _quiet():
+    import logging
+    logging.getLogger('bm25s').setLevel(logging.WARNING)   # it logs every index build at DEBUG
+
+
 def _tokenizer(language: str) -> Tuple[Callable[[str], str], object, object]:
     """``(pre-tokenizer, stopwords, stemmer)`` exactly as ``lazyllm.tools.rag.component.bm25.BM25`` sets them."""
     if language == 'zh':
@@ -40,6 +45,7 @@ class PageBM25:
         self.page_ids: List[str] = list(page_ids)
         self.language = language
         self._pre, self._stopwords, self._stemmer = _tokenizer(language)
+        _quiet()
         self._model: Optional[bm25s.BM25] = None
         if self.page_ids:
             tokens = bm25s.tokenize([self._pre(t) for t in texts], stopwords=self._stopwords, stemmer=self._stemmer,

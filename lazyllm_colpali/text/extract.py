@@ -18,7 +18,7 @@ import threading
 import unicodedata
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -100,18 +100,22 @@ class OcrExtractor(TextExtractor):
     """
 
     name = 'ocr'
-    _engine = None
+    _engines: Dict[Tuple, object] = {}
     _engine_lock = threading.Lock()
 
-    def __init__(self, dpi: int = 150, max_side: int = 2400, min_confidence: float = 0.5):
+    def __init__(self, dpi: int = 150, max_side: int = 2400, min_confidence: float = 0.5,
+                 params: Optional[Dict[str, object]] = None):
         self.dpi = dpi
         self.max_side = max_side
         self.min_confidence = min_confidence
+        # rapidocr settings, e.g. {'Global.use_cls': False} (benchmarks/bench_ocr.py measures the trade-offs).
+        self.params = dict(params or {})
 
-    @classmethod
-    def engine(cls):
-        with cls._engine_lock:
-            if cls._engine is None:
+    def engine(self):
+        """One rapidocr engine per distinct ``params`` in the process (loading the models takes seconds)."""
+        key = tuple(sorted(self.params.items()))
+        with self._engine_lock:
+            if key not in self._engines:
                 try:
                     import logging
 
@@ -119,10 +123,10 @@ class OcrExtractor(TextExtractor):
                     logging.getLogger('RapidOCR').setLevel(logging.WARNING)
                 except ImportError as e:
                     raise ExtractorUnavailableError(
-                        'OCR needs rapidocr and onnxruntime: pip install "lazyllm-colpali[ocr]" '
+                        'OCR needs rapidocr and onnxruntime: pip install "rapidocr>=3.10,<4" onnxruntime '
                         '(the rapidocr wheel ships its models, no download)') from e
-                cls._engine = RapidOCR()
-            return cls._engine
+                self._engines[key] = RapidOCR(params=self.params or None)
+            return self._engines[key]
 
     def ocr_image(self, image) -> str:
         result = self.engine()(np.asarray(image.convert('RGB')))
