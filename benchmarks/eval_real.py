@@ -2,7 +2,8 @@
 of the ColPali paper, and 2 pages of the RAG paper as a noisy scan) and a Chinese set (a broker research
 report full of tables, and 8 scanned book pages), with hand-written queries and page qrels below.
 
-Arms: ``text`` (text layer, OCR where it is missing or junk), ``layout`` (rapid-layout regions -> Markdown),
+Arms: ``text-layer`` (the text layer alone: plain text RAG), ``text`` (text layer, OCR where it is missing or
+junk), ``layout`` (rapid-layout regions -> Markdown),
 ``ocr`` (OCR on every page; --ocr) and ``mineru`` (MinerU's model-free tier; skipped when not installed, see
 scripts/setup-mineru.sh). No ColPali row: this machine has no real ColPali weights (the tiny test model ranks
 at random). Each query is tagged with what answers it (table, scan, text, figure) and the JSON gives nDCG@5
@@ -85,7 +86,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--corpus', default=str(REAL))
     parser.add_argument('--sets', default=','.join(SETS))
-    parser.add_argument('--arms', default='text,layout,mineru')
+    parser.add_argument('--arms', default='text-layer,text,layout,mineru')
     parser.add_argument('--ocr', action='store_true', help='add the OCR-every-page arm (about 10 s a page)')
     parser.add_argument('--workdir', default=None, help='keep indexes here and reuse them')
     parser.add_argument('--out', default='benchmarks/results/eval_real.json')
@@ -108,7 +109,9 @@ def main(argv=None) -> dict:
             kinds = by_kind(report, queries, qrels)
             print(table)
             print('nDCG@5 by what answers the query:', json.dumps(kinds, indent=1))
-            results[name] = {**report.to_dict(), 'table': table, 'ndcg5_by_kind': kinds}
+            top3 = {q: {a.arm: [k for k, _ in sorted(a.run.get(q, {}).items(), key=lambda kv: -kv[1])[:3]]
+                        for a in report.arms if not a.error} for q in queries}
+            results[name] = {**report.to_dict(), 'table': table, 'ndcg5_by_kind': kinds, 'top3': top3}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=float))

@@ -1,6 +1,7 @@
 """Run every retrieval arm over one dataset with the same top-k and compare them side by side.
 
-Arms: ``colpali`` (visual MaxSim), ``text`` (text layer + OCR for scans, BM25), ``ocr`` (OCR on every page),
+Arms: ``colpali`` (visual MaxSim), ``text`` (text layer + OCR for scans, BM25), ``text-layer`` (the PDF text
+layer alone, BM25: the plain text-RAG baseline), ``ocr`` (OCR on every page),
 ``layout`` (offline layout parsing to Markdown: rapid-layout regions + text layer or OCR, BM25), ``mineru``
 (MinerU's model-free tier, when installed), ``caption`` (VLM caption + QA, BM25; needs a chat module) and
 ``hybrid`` (reciprocal rank fusion of the visual arm with the text arms that ran). Each arm reports ranx
@@ -22,7 +23,7 @@ from ..logging import LOG
 from .dataset import EvalDataset
 from .metrics import DEFAULT_METRICS, evaluate_run, percentile
 
-ALL_ARMS = ('colpali', 'text', 'ocr', 'layout', 'mineru', 'caption', 'hybrid')
+ALL_ARMS = ('colpali', 'text', 'text-layer', 'ocr', 'layout', 'mineru', 'caption', 'hybrid')
 DEFAULT_ARMS = ('colpali', 'text', 'layout', 'caption', 'hybrid')
 
 
@@ -140,7 +141,7 @@ def _make_arm(name: str, workdir: Path, model: str, device: str, vlm: Optional[C
 
     if name == 'colpali':
         return _visual_arm(workdir, model, device)
-    if name in ('text', 'ocr', 'layout'):
+    if name in ('text', 'text-layer', 'ocr', 'layout'):
         return _text_arm(name, workdir, get_extractor({'text': 'auto'}.get(name, name)))
     if name == 'mineru':
         extractor = MinerUExtractor()
