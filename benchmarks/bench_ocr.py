@@ -28,13 +28,13 @@ from lazyllm_colpali.text.extract import AutoExtractor, OcrExtractor, TextLayerE
 REAL = Path(__file__).resolve().parents[2] / 'shared' / 'corpus' / 'real'
 # name -> (dpi, rapidocr params)
 SETTINGS = {
-    'default (150 DPI)': (150, {}),
-    'no angle classifier': (150, {'Global.use_cls': False}),
-    'no cls, rec batch 16': (150, {'Global.use_cls': False, 'Rec.rec_batch_num': 16}),
-    'no cls, det long side <= 960': (150, {'Global.use_cls': False, 'Det.limit_type': 'max',
+    'rapidocr defaults (cls on)': (150, {'Global.use_cls': True}),
+    'no angle classifier': (150, {'Global.use_cls': False}),      # OcrExtractor's default
+    'no cls + rec batch 16': (150, {'Global.use_cls': False, 'Rec.rec_batch_num': 16}),
+    'no cls + det long side <= 960': (150, {'Global.use_cls': False, 'Det.limit_type': 'max',
                                            'Det.limit_side_len': 960}),
-    'no cls, 120 DPI': (120, {'Global.use_cls': False}),
-    'no cls, 200 DPI': (200, {'Global.use_cls': False}),
+    'no cls + 120 DPI': (120, {'Global.use_cls': False}),
+    'no cls + 200 DPI': (200, {'Global.use_cls': False}),
 }
 
 
