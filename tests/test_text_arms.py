@@ -224,8 +224,9 @@ def test_caption_failures_name_the_page_and_a_rerun_fills_them_in(tmp_path, samp
 
 def test_mineru_layout_backend_missing_is_a_clear_error(tmp_path, sample_dataset):
     extractor = MinerUExtractor(command='mineru-kit-not-installed')
-    with pytest.raises(ExtractorUnavailableError, match='lazyllm-colpali\\[layout\\]'):
+    with pytest.raises(ExtractorUnavailableError, match='lazyllm-colpali\\[layout\\]') as error:
         extractor.extract(sample_dataset.corpus_dir / 'hydra_pump_manual.pdf')
+    assert 'scripts/setup-mineru.sh' in str(error.value) and 'LAZYLLM_COLPALI_MINERU_KIT' in str(error.value)
     index = PageTextIndex(tmp_path / 'layout', extractor=extractor, progress=False)
     with pytest.raises(ExtractorUnavailableError):
         index.add([sample_dataset.corpus_dir / 'hydra_pump_manual.pdf'])
