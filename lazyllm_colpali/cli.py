@@ -112,16 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(p)
     _add_model_args(p)
 
-    p = sub.add_parser('eval', help='compare retrieval arms (ColPali, text/OCR, caption+QA, hybrid) on one dataset')
+    from .eval.harness import ALL_ARMS, DEFAULT_ARMS
+
+    p = sub.add_parser('eval', help='compare retrieval arms (ColPali, text/OCR, layout, caption+QA, hybrid) on '
+                                     'one dataset')
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--sample', action='store_true', help='the built-in sample (generated PDFs, charts, a scan)')
     src.add_argument('--dataset', help='a dataset folder (corpus/ + queries + qrels, or BEIR/ViDoRe layout)')
     src.add_argument('--corpus', help='a folder of PDFs/images (with --queries and --qrels)')
     p.add_argument('--queries', help='queries .jsonl/.parquet ({"query_id", "query"})')
     p.add_argument('--qrels', help='qrels .jsonl/.parquet/.tsv ({"query_id", "page": "file.pdf#3", "score"})')
-    p.add_argument('--arms', default=','.join(('colpali', 'text', 'caption', 'hybrid')),
-                   help='comma-separated, from colpali,text,ocr,layout,caption,hybrid '
-                        '(default: colpali,text,caption,hybrid)')
+    p.add_argument('--arms', default=','.join(DEFAULT_ARMS),
+                   help=f'comma-separated, from {",".join(ALL_ARMS)} (default: {",".join(DEFAULT_ARMS)})')
     p.add_argument('-k', '--topk', type=int, default=10, help='pages retrieved per query by every arm (default: 10)')
     p.add_argument('--out', default='./eval_results', help='where the table, JSON and PNG chart go')
     p.add_argument('--workdir', default=None, help='keep the arms\' indexes here and reuse them (default: a '

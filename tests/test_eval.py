@@ -100,13 +100,15 @@ def test_eval_command_on_the_builtin_sample(tmp_path):
                          timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     table = run.stdout
-    for arm in ('colpali', 'text', 'caption', 'hybrid'):
+    for arm in ('colpali', 'text', 'layout', 'caption', 'hybrid'):
         assert f'| {arm} ' in table
     assert 'random tiny model' in table and 'nDCG@10' in table and 'bytes/page' in table
     data = json.loads((env_out / 'sample.json').read_text())
     arms = {a['arm']: a for a in data['arms']}
     assert all(0.0 <= v <= 1.0 for a in arms.values() for v in a['metrics'].values())
     assert arms['text']['metrics']['ndcg@5'] >= 0.8            # BM25 on text layer + OCR answers this sample
+    assert arms['layout']['metrics']['ndcg@5'] >= 0.8          # layout Markdown (text layer / OCR lines) too
+    assert 'layout' in arms['hybrid']['note']
     assert arms['colpali']['bytes_per_page'] > 100 * arms['text']['bytes_per_page']
     assert all(a['latency_p50_ms'] > 0 and a['index_s_per_page'] > 0 for a in arms.values())
     with Image.open(env_out / 'sample.png') as chart:

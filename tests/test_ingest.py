@@ -31,11 +31,16 @@ def test_huge_pages_are_clamped(tmp_path):
     assert max(image.size) == 2048
 
 
-def test_ids_are_stable_content_hashes(pdf_dir, tmp_path):
+def test_ids_hash_content_and_location(pdf_dir, tmp_path):
+    from lazyllm_colpali.ingest.sources import document_id
+
     copy = tmp_path / 'renamed.pdf'
     copy.write_bytes((pdf_dir / 'manual.pdf').read_bytes())
     assert file_sha256(copy) == file_sha256(pdf_dir / 'manual.pdf')
-    doc_id = make_doc_id(file_sha256(copy))
+    doc_id, sha = document_id(copy)
+    assert sha == file_sha256(copy) and doc_id == make_doc_id(sha, str(copy.resolve()))
+    assert document_id(copy) == (doc_id, sha)                                 # stable
+    assert document_id(pdf_dir / 'manual.pdf')[0] != doc_id                  # same bytes elsewhere: its own doc
     assert len(doc_id) == 16 and make_page_id(doc_id, 3) == f'{doc_id}-p00003'
 
 

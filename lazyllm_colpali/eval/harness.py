@@ -1,7 +1,9 @@
 """Run every retrieval arm over one dataset with the same top-k and compare them side by side.
 
-Arms: ``colpali`` (visual MaxSim), ``text`` (text layer + OCR for scans, BM25), ``ocr`` (OCR on every page),
-``layout`` (MinerU, when installed), ``caption`` (VLM caption + QA, BM25; needs a chat module) and
+Arms: ``colpali`` (visual MaxSim), ``text`` (text layer + OCR for scans, BM25), ``text-layer`` (the PDF text
+layer alone, BM25: the plain text-RAG baseline), ``ocr`` (OCR on every page),
+``layout`` (offline layout parsing to Markdown: rapid-layout regions + text layer or OCR, BM25), ``mineru``
+(MinerU's model-free tier, when installed), ``caption`` (VLM caption + QA, BM25; needs a chat module) and
 ``hybrid`` (reciprocal rank fusion of the visual arm with the text arms that ran). Each arm reports ranx
 metrics, query latency p50/p95, indexing seconds per page and bytes per page. An arm that cannot run here
 (no model, no VLM, no MinerU) is reported with its reason instead of stopping the others.
@@ -21,8 +23,8 @@ from ..logging import LOG
 from .dataset import EvalDataset
 from .metrics import DEFAULT_METRICS, evaluate_run, percentile
 
-ALL_ARMS = ('colpali', 'text', 'ocr', 'layout', 'caption', 'hybrid')
-DEFAULT_ARMS = ('colpali', 'text', 'caption', 'hybrid')
+ALL_ARMS = ('colpali', 'text', 'text-layer', 'ocr', 'layout', 'mineru', 'caption', 'hybrid')
+DEFAULT_ARMS = ('colpali', 'text', 'layout', 'caption', 'hybrid')
 
 
 @dataclass
@@ -139,13 +141,13 @@ def _make_arm(name: str, workdir: Path, model: str, device: str, vlm: Optional[C
 
     if name == 'colpali':
         return _visual_arm(workdir, model, device)
-    if name in ('text', 'ocr'):
-        return _text_arm(name, workdir, get_extractor('auto' if name == 'text' else 'ocr'))
-    if name == 'layout':
+    if name in ('text', 'text-layer', 'ocr', 'layout'):
+        return _text_arm(name, workdir, get_extractor({'text': 'auto'}.get(name, name)))
+    if name == 'mineru':
         extractor = MinerUExtractor()
         if not extractor.available():
             from ..text.extract import ExtractorUnavailableError
-            raise ExtractorUnavailableError('MinerU is not installed (pip install "lazyllm-colpali[layout]")')
+            raise ExtractorUnavailableError(f'MinerU is not installed: {extractor.install_hint()}')
         return _text_arm(name, workdir, extractor)
     if name == 'caption':
         if vlm is None:
@@ -171,10 +173,14 @@ def _index_arm(arm: _Arm, dataset: EvalDataset, result: ArmResult, stats: Dict[s
 
 
 def _query_arm(search: Callable, dataset: EvalDataset, topk: int, result: ArmResult,
-               metrics: Sequence[str]) -> None:
+               metrics: Sequence[str], progress: bool = True) -> None:
+    from tqdm.auto import tqdm
+
     latencies: List[float] = []
     run: Dict[str, Dict[str, float]] = {}
-    for qid, query in dataset.queries.items():
+    queries = tqdm(dataset.queries.items(), total=len(dataset.queries), desc=f'eval {result.arm}: queries',
+                   unit='query', disable=not progress, leave=False)
+    for qid, query in queries:
         start = time.perf_counter()
         hits = search(query, topk)
         latencies.append((time.perf_counter() - start) * 1000)

@@ -1,19 +1,24 @@
-"""Page text for the text arms: the PDF text layer, OCR (rapidocr, offline PP-OCR models), or MinerU layout.
+"""Page text for the text arms: the PDF text layer, OCR (rapidocr, offline PP-OCR models), offline layout
+parsing (``text/layout.py``: rapid-layout regions + text layer or OCR), or MinerU.
 
 Every extractor maps a file to ``[(page_number, text), ...]`` (1-based, one entry per page) and raises
 ``DocumentError`` naming the file when it cannot be read.
 
-    >>> from lazyllm_colpali.text.extract import get_extractor
-    >>> get_extractor('auto').name
-    'auto'
+    >>> from lazyllm_colpali.text.extract import get_extractor, text_layer_usable
+    >>> get_extractor('auto').name, get_extractor('layout').name
+    ('auto', 'layout')
+    >>> text_layer_usable('Revenue grew 12% in 2023.'), text_layer_usable('\ue012\ue013\ue014 ' * 10)
+    (True, False)
 """
 from __future__ import annotations
 
+import os
 import shutil
 import threading
+import unicodedata
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -22,6 +27,16 @@ from ..ingest.render import _open_pdf, render_pages
 from ..ingest.sources import IMAGE_SUFFIXES
 
 PageTexts = List[Tuple[int, str]]
+
+
+def text_layer_usable(text: str, min_chars: int = 20, max_junk: float = 0.2) -> bool:
+    """True when a page's text layer has ``min_chars`` characters and is not mostly junk: private-use glyph
+    codes, replacement or control characters (fonts without a Unicode map give those; OCR does better)."""
+    chars = [c for c in text if not c.isspace()]
+    if len(chars) < min_chars:
+        return False
+    junk = sum(1 for c in chars if c == '\ufffd' or unicodedata.category(c) in ('Co', 'Cc', 'Cs', 'Cn'))
+    return junk / len(chars) <= max_junk
 
 
 class ExtractorUnavailableError(ColPaliError):
@@ -35,8 +50,20 @@ class TextExtractor(ABC):
     def pages(self, path: Path, todo: Optional[Set[int]] = None) -> Iterator[Tuple[int, str]]:
         """Yield ``(page_number, text)`` for each page of ``path`` (only pages in ``todo`` when given)."""
 
-    def extract(self, path: Path | str) -> PageTexts:
-        return list(self.pages(Path(path)))
+    def extract(self, path: Path | str, progress: bool = False) -> PageTexts:
+        """Every page of ``path``; ``progress`` shows a per-page bar (pages/s and ETA)."""
+        from tqdm.auto import tqdm
+
+        from ..ingest.render import count_pages
+
+        path = Path(path)
+        total = count_pages(path)
+        with tqdm(total=total, desc=f'{self.name}: {path.name[-40:]}', unit='page', disable=not progress) as bar:
+            out = []
+            for item in self.pages(path):
+                out.append(item)
+                bar.update(1)
+            return out
 
 
 class TextLayerExtractor(TextExtractor):
@@ -68,23 +95,31 @@ class TextLayerExtractor(TextExtractor):
 class OcrExtractor(TextExtractor):
     """OCR of the rendered page with rapidocr (PP-OCR ONNX models shipped in its wheel: Chinese + English).
 
-    About 10 s per page on one CPU core at 150 DPI: used for pages without a text layer, or for every page
-    when asked (``extractor='ocr'``).
+    About 10 s per page on these 2 shared CPU cores at 150 DPI: used for pages without a usable text layer, or
+    for every page when asked (``extractor='ocr'``).
     """
 
     name = 'ocr'
-    _engine = None
+    _engines: Dict[Tuple, object] = {}
     _engine_lock = threading.Lock()
 
-    def __init__(self, dpi: int = 150, max_side: int = 2400, min_confidence: float = 0.5):
+    # The 180-degree text-line classifier off: 1.2x faster with the same characters recovered on a real scan
+    # (benchmarks/bench_ocr.py); pass {'Global.use_cls': True} for pages with upside-down lines.
+    DEFAULT_PARAMS: Dict[str, object] = {'Global.use_cls': False}
+
+    def __init__(self, dpi: int = 150, max_side: int = 2400, min_confidence: float = 0.5,
+                 params: Optional[Dict[str, object]] = None):
         self.dpi = dpi
         self.max_side = max_side
         self.min_confidence = min_confidence
+        # rapidocr settings (dotted config keys), e.g. {'Det.limit_type': 'max', 'Det.limit_side_len': 960}.
+        self.params = {**self.DEFAULT_PARAMS, **(params or {})}
 
-    @classmethod
-    def engine(cls):
-        with cls._engine_lock:
-            if cls._engine is None:
+    def engine(self):
+        """One rapidocr engine per distinct ``params`` in the process (loading the models takes seconds)."""
+        key = tuple(sorted(self.params.items()))
+        with self._engine_lock:
+            if key not in self._engines:
                 try:
                     import logging
 
@@ -92,10 +127,10 @@ class OcrExtractor(TextExtractor):
                     logging.getLogger('RapidOCR').setLevel(logging.WARNING)
                 except ImportError as e:
                     raise ExtractorUnavailableError(
-                        'OCR needs rapidocr and onnxruntime: pip install "lazyllm-colpali[ocr]" '
+                        'OCR needs rapidocr and onnxruntime: pip install "rapidocr>=3.10,<4" onnxruntime '
                         '(the rapidocr wheel ships its models, no download)') from e
-                cls._engine = RapidOCR()
-            return cls._engine
+                self._engines[key] = RapidOCR(params=self.params or None)
+            return self._engines[key]
 
     def ocr_image(self, image) -> str:
         result = self.engine()(np.asarray(image.convert('RGB')))
@@ -103,14 +138,13 @@ class OcrExtractor(TextExtractor):
         return '\n'.join(t for t, s in zip(texts, scores) if s >= self.min_confidence).strip()
 
     def pages(self, path: Path, todo: Optional[Set[int]] = None) -> Iterator[Tuple[int, str]]:
-        for number, image in render_pages(path, dpi=self.dpi, max_side=self.max_side):
-            if todo is None or number in todo:
-                yield number, self.ocr_image(image)
+        for number, image in render_selected(path, todo, dpi=self.dpi, max_side=self.max_side):
+            yield number, self.ocr_image(image)
 
 
 class AutoExtractor(TextExtractor):
-    """Text layer where a page has one (fast, exact), OCR for pages with fewer than ``min_chars`` characters
-    (scans, image-only pages, photos)."""
+    """Text layer where a page has a usable one (fast, exact), OCR for the others: fewer than ``min_chars``
+    characters (scans, image-only pages, photos) or mostly junk glyph codes. Only those pages are rendered."""
 
     name = 'auto'
 
@@ -121,14 +155,15 @@ class AutoExtractor(TextExtractor):
 
     def pages(self, path: Path, todo: Optional[Set[int]] = None) -> Iterator[Tuple[int, str]]:
         layer = dict(self.layer.pages(path, todo))
-        if all(len(text) >= self.min_chars for text in layer.values()):
-            yield from layer.items()
-            return
-        for number, image in render_pages(path, dpi=self.ocr.dpi, max_side=self.ocr.max_side):
-            if number not in layer:
-                continue
-            text = layer[number]
-            yield number, text if len(text) >= self.min_chars else self.ocr.ocr_image(image)
+        scans = {n for n, text in layer.items() if not text_layer_usable(text, self.min_chars)}
+        images = render_selected(path, scans, dpi=self.ocr.dpi, max_side=self.ocr.max_side) if scans else iter(())
+        ocr_next = next(images, None)
+        for number in sorted(layer):
+            if ocr_next is not None and ocr_next[0] == number:
+                yield number, self.ocr.ocr_image(ocr_next[1])
+                ocr_next = next(images, None)
+            else:
+                yield number, layer[number]
 
 
 class MinerUExtractor(TextExtractor):
@@ -145,9 +180,10 @@ class MinerUExtractor(TextExtractor):
     name = 'mineru'
     SKIP_BLOCKS = frozenset({'header', 'footer', 'page_number', 'aside_text'})
 
-    def __init__(self, command: str = 'mineru-kit', tier: str = 'flash', ocr_fallback: bool = True,
+    def __init__(self, command: Optional[str] = None, tier: str = 'flash', ocr_fallback: bool = True,
                  min_chars: int = 20, timeout: float = 1800):
-        self.command = command
+        # MinerU pins its own torch/transformers, so it often lives in a venv of its own: point at its CLI.
+        self.command = command or os.environ.get('LAZYLLM_COLPALI_MINERU_KIT', 'mineru-kit')
         self.tier = tier
         self.ocr_fallback = ocr_fallback
         self.min_chars = min_chars
@@ -156,17 +192,19 @@ class MinerUExtractor(TextExtractor):
     def available(self) -> bool:
         return shutil.which(self.command) is not None
 
+    def install_hint(self) -> str:
+        return (f'`{self.command}` is not on PATH. Install it with pip install "lazyllm-colpali[layout]", or in a '
+                'venv of its own with `bash scripts/setup-mineru.sh` (then LAZYLLM_COLPALI_MINERU_KIT='
+                '.mineru-venv/bin/mineru-kit), or use the "layout" extractor (offline, no MinerU)')
+
     def _parse(self, path: Path) -> dict:
         import json
-        import os
         import subprocess
         import tempfile
         import zipfile
 
         if not self.available():
-            raise ExtractorUnavailableError(
-                f'layout parsing needs MinerU: `{self.command}` is not on PATH. Install it with '
-                'pip install "lazyllm-colpali[layout]", or use the "auto" extractor (text layer + OCR).')
+            raise ExtractorUnavailableError(f'layout parsing with MinerU needs MinerU: {self.install_hint()}')
         # Local model source: a missing model fails in seconds with a clear message instead of ~30 s of
         # retries against hubs that are not reachable.
         env = {**os.environ, 'MINERU_MODEL_SOURCE': os.environ.get('MINERU_MODEL_SOURCE', 'local')}
@@ -212,7 +250,39 @@ class MinerUExtractor(TextExtractor):
             yield number, ocr.get(number, texts.get(number, ''))
 
 
-EXTRACTORS = {'auto': AutoExtractor, 'text-layer': TextLayerExtractor, 'ocr': OcrExtractor, 'mineru': MinerUExtractor}
+def render_selected(path: Path, numbers: Optional[Set[int]], dpi: int, max_side: int):
+    """Like ``render_pages`` but renders only the pages in ``numbers`` (all when None), in page order."""
+    from ..ingest.render import _scale_for
+
+    if numbers is None or path.suffix.lower() in IMAGE_SUFFIXES:
+        for number, image in render_pages(path, dpi=dpi, max_side=max_side):
+            if numbers is None or number in numbers:
+                yield number, image
+        return
+    import pypdfium2 as pdfium
+
+    pdf = _open_pdf(path)
+    try:
+        for number in sorted(n for n in numbers if 1 <= n <= len(pdf)):
+            page = pdf[number - 1]
+            try:
+                image = page.render(scale=_scale_for(*page.get_size(), dpi, max_side)).to_pil().convert('RGB')
+            except pdfium.PdfiumError as e:
+                raise DocumentError(str(path), f'page {number} cannot be rendered ({e})') from e
+            finally:
+                page.close()
+            yield number, image
+    finally:
+        pdf.close()
+
+
+def _layout():
+    from .layout import LayoutExtractor
+    return LayoutExtractor()
+
+
+EXTRACTORS = {'auto': AutoExtractor, 'text-layer': TextLayerExtractor, 'ocr': OcrExtractor, 'layout': _layout,
+              'mineru': MinerUExtractor}
 
 
 def get_extractor(name: str | TextExtractor = 'auto') -> TextExtractor:

@@ -1,8 +1,11 @@
-"""Text arm: page texts indexed as a LazyLLM ``Document`` and searched with a LazyLLM ``Retriever``.
+"""Text arm: page texts searched with BM25, or indexed as a LazyLLM ``Document`` and searched with a LazyLLM
+``Retriever``.
 
-BM25 by default (no weights needed; ``bm25_chinese`` when the pages are mostly Chinese), or any LazyLLM
-embedding module with a similarity such as ``cosine``, in LazyLLM's default store or a Milvus Lite file
-(``store_conf``). Pages keep the visual arm's ids (content hash + page number), so hits from both arms
+BM25 by default (no weights needed; ``bm25_chinese`` when the pages are mostly Chinese), built once per index
+version with LazyLLM's tokenisation (``text/bm25.py``: milliseconds per query at thousands of pages, where
+LazyLLM 1.4's ``Retriever`` costs O(pages) per query; ``bm25_backend='lazyllm'`` keeps that path). Or any
+LazyLLM embedding module with a similarity such as ``cosine``, in LazyLLM's default store or a Milvus Lite
+file (``store_conf``). Pages keep the visual arm's ids (content hash + page number), so hits from both arms
 fuse and evaluate against the same qrels.
 
     index = PageTextIndex('./text_index')               # text layer + OCR for scans, BM25
@@ -15,16 +18,17 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from tqdm.auto import tqdm
 
 from ..errors import ColPaliError, DocumentError, EmptyQueryError
-from ..ingest.records import IngestReport, make_doc_id, make_page_id
+from ..ingest.records import IngestReport, make_page_id
 from ..ingest.render import count_pages
-from ..ingest.sources import expand_sources, file_sha256
+from ..ingest.sources import document_id, expand_sources
 from ..logging import LOG
 from ..retrieve.retriever import SearchHit
+from .bm25 import PageBM25
 from .extract import TextExtractor, get_extractor
 from .page_text_store import PageText, PageTextStore
 
@@ -45,8 +49,11 @@ class PageTextIndex:
 
     def __init__(self, root: str | Path, extractor: str | TextExtractor = 'auto', *, similarity: str = 'auto',
                  embed: Optional[Callable] = None, store_conf: Optional[Dict[str, Any]] = None,
-                 group: Optional[str] = None, progress: bool = True):
+                 group: Optional[str] = None, progress: bool = True, bm25_backend: str = 'bm25s'):
+        if bm25_backend not in ('bm25s', 'lazyllm'):
+            raise ValueError(f'bm25_backend must be "bm25s" or "lazyllm", not {bm25_backend!r}')
         self.store = PageTextStore(root)
+        self.bm25_backend = bm25_backend
         self.extractor = get_extractor(extractor)
         self.embed = embed
         self.similarity = similarity
@@ -64,25 +71,34 @@ class PageTextIndex:
         files, problems = expand_sources(paths)
         report = IngestReport()
         report.failures.extend(_failure(p, r) for p, r in problems)
-        bar = tqdm(total=len(files), desc=f'text ({self.extractor.name})', unit='file', disable=not self.progress)
+        sizes = {path: _page_count(path) for path in files}
+        # One tick per page (pages/s and ETA stay honest on a 50-page scan that OCRs for minutes).
+        bar = tqdm(total=sum(sizes.values()), desc=f'text ({self.extractor.name})', unit='page',
+                   disable=not self.progress, dynamic_ncols=True)
         for path in files:
+            bar.set_postfix_str(path.name[-40:], refresh=False)
+            done = report.added_pages + report.skipped_pages
             try:
-                self._add_file(path, report)
+                self._add_file(path, report, bar)
             except ColPaliError as e:
                 reason = e.reason if isinstance(e, DocumentError) else str(e)
                 LOG.warning(f'skipped {path}: {reason}')
                 report.failures.append(_failure(str(path), reason))
                 if not isinstance(e, DocumentError):
+                    bar.close()
                     raise   # a missing backend is not the file's fault: stop and say so
-            bar.update(1)
+            # Catch the bar up on pages this file skipped or could not produce.
+            bar.update(max(0, sizes[path] - (report.added_pages + report.skipped_pages - done)))
         bar.close()
         return report
 
-    def _add_file(self, path: Path, report: IngestReport) -> None:
-        doc_id = make_doc_id(file_sha256(path))
+    def _add_file(self, path: Path, report: IngestReport, bar=None) -> None:
+        doc_id, _ = document_id(path)   # the visual arm's ids: hits of both arms fuse by page id
         n_pages = count_pages(path)
         todo = {n for n in range(1, n_pages + 1) if not self.store.has(make_page_id(doc_id, n))}
         report.skipped_pages += n_pages - len(todo)
+        if bar is not None:
+            bar.update(n_pages - len(todo))
         report.documents.append(doc_id)
         if todo:
             start = time.perf_counter()
@@ -90,6 +106,8 @@ class PageTextIndex:
                 self.store.put(PageText(make_page_id(doc_id, number), doc_id, str(path.resolve()), path.name,
                                         number, text, self.extractor.name))
                 report.added_pages += 1
+                if bar is not None:
+                    bar.update(1)
             for where, reason in getattr(self.extractor, 'failures', []):   # pages a VLM could not describe
                 report.failures.append(_failure(where, reason))
             if hasattr(self.extractor, 'failures'):
@@ -115,9 +133,13 @@ class PageTextIndex:
         return 'bm25_chinese' if mostly_chinese(sample) else 'bm25'
 
     def _build(self):
+        similarity = self._resolve_similarity()
+        if similarity.startswith('bm25') and self.bm25_backend == 'bm25s' and self.group is None:
+            ids = self.store.all_ids()
+            texts = [self.store.path_of(pid).read_text(encoding='utf-8') for pid in ids]
+            return PageBM25(texts, ids, language='zh' if similarity == 'bm25_chinese' else 'en')
         from lazyllm import Document, Retriever
 
-        similarity = self._resolve_similarity()
         # Each build is its own Document: LazyLLM's map store reads its files once, at first use. LazyLLM skips
         # every file under a hidden folder when it scans a dataset_path (~/.cache included), so the map store
         # is handed the page files by name instead.
@@ -147,6 +169,8 @@ class PageTextIndex:
         retriever = self.retriever()
         if retriever is None:
             return []
+        if isinstance(retriever, PageBM25):
+            return self._hits(retriever.search(query, topk))
         best: Dict[str, float] = {}
         for node in retriever(query):
             # A node is a page (root group) or a chunk of one (embedding groups): the page is its file.
@@ -154,7 +178,9 @@ class PageTextIndex:
             score = float(node.similarity_score or 0.0)
             if page_id and score > 0 and score > best.get(page_id, float('-inf')):
                 best[page_id] = score
-        ranked = sorted(best.items(), key=lambda kv: -kv[1])[:topk]
+        return self._hits(sorted(best.items(), key=lambda kv: -kv[1])[:topk])
+
+    def _hits(self, ranked: List[Tuple[str, float]]) -> List[SearchHit]:
         records = self.store.get([pid for pid, _ in ranked], with_text=True)
         # The page text rides along: answer prompts and the eval report can use it without another lookup.
         return [SearchHit(pid, records[pid].doc_id, records[pid].source, records[pid].file_name, records[pid].page,
@@ -174,6 +200,13 @@ class PageTextIndex:
 
 def _under_hidden_folder(path: Path) -> bool:
     return any(part.startswith('.') and part not in ('.', '..') for part in path.resolve().parts)
+
+
+def _page_count(path: Path) -> int:
+    try:
+        return count_pages(path)
+    except DocumentError:
+        return 1   # the file fails again in add() and is reported there; it still takes one tick
 
 
 def _failure(path: str, reason: str):
