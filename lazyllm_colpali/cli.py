@@ -293,7 +293,8 @@ def cmd_serve_api(args) -> int:
         sock.bind((args.host, args.port))
     except OSError as e:
         sock.close()
-        raise SystemExit(f'error: cannot listen on {args.host}:{args.port} ({e.strerror}); pass another --port')
+        raise SystemExit(f'error: port {args.port} on {args.host}: cannot listen there ({e.strerror}); '
+                         'pass another --port')
 
     encoder = _encoder(args)
     with sock, _store(args, encoder.dim) as store:
