@@ -351,3 +351,89 @@ def test_cli_prints_names_with_control_characters_escaped(colpali_encoder, tmp_p
     assert main(['docs', '--db', str(tmp_path / 'c.db')]) == 0
     out = capsys.readouterr().out
     assert '\x9b' not in out and '\u202e' not in out and 'evil\\x9b2J\\x7fred\\u202efdp.pdf' in out
+
+
+# -- clean stops -----------------------------------------------------------------------------------------------------
+def _start(argv, tmp_path, ready_url: str):
+    import subprocess
+    import sys
+    import time
+
+    log = open(tmp_path / f'{argv[0]}.log', 'w')
+    env = dict(os.environ, LAZYLLM_COLPALI_HOME=str(tmp_path / 'home'))
+    proc = subprocess.Popen([sys.executable, '-m', 'lazyllm_colpali.cli', *argv], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, cwd=tmp_path)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return proc, log
+        except httpx.HTTPError:
+            assert proc.poll() is None, (tmp_path / f'{argv[0]}.log').read_text()[-3000:]
+        time.sleep(0.3)
+    proc.kill()
+    pytest.fail(f'{argv[0]} did not come up:\n' + (tmp_path / f'{argv[0]}.log').read_text()[-3000:])
+
+
+def _stop_within(proc, seconds: float, log_path: Path) -> int:
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f'still running {seconds} s after SIGTERM:\n' + log_path.read_text()[-3000:])
+
+
+def test_serve_api_stops_on_sigterm_mid_ingestion_and_keeps_stored_pages(tiny_model_dir, tmp_path):
+    import time
+
+    from lazyllm_colpali.serving.chat import free_port
+
+    allowed = tmp_path / 'allowed'
+    make_text_pdf(allowed / 'big.pdf', [f'Page {i} of a long manual.' for i in range(400)])
+    db = tmp_path / 'db' / 'c.db'
+    port = free_port()
+    url = f'http://127.0.0.1:{port}'
+    proc, log = _start(['serve-api', '--model', str(tiny_model_dir('colpali')), '--db', str(db), '--port', str(port),
+                        '--allow-root', str(allowed)], tmp_path, f'{url}/health')
+    job = httpx.post(f'{url}/index', json={'paths': [str(allowed / 'big.pdf')]}, timeout=30).json()['job']
+    stored = 0
+    while stored < 8:
+        state = httpx.get(f'{url}/jobs/{job}', timeout=30).json()
+        assert state['state'] in ('queued', 'running'), state
+        stored = httpx.get(f'{url}/health', timeout=30).json()['pages']
+        time.sleep(0.2)
+    rc = _stop_within(proc, 20, tmp_path / 'serve-api.log')
+    log.close()
+    assert rc == 0, (tmp_path / 'serve-api.log').read_text()[-3000:]
+    assert 'stopped; every stored page is kept' in (tmp_path / 'serve-api.log').read_text()
+    store = MilvusMultiVectorStore(str(db))
+    try:
+        assert stored <= store.count() < 400                  # stopped mid-way, nothing stored was lost
+        report = store.check()
+        assert not [k for k, v in report.items() if isinstance(v, list) and v], report
+    finally:
+        store.close()
+
+
+def test_serve_stops_on_sigterm_within_seconds(tiny_model_dir, tmp_path, colpali_encoder, pdf_dir):
+    from lazyllm_colpali.serving.chat import free_port
+
+    db = tmp_path / 'db' / 'c.db'
+    store = MilvusMultiVectorStore(str(db), dim=colpali_encoder.dim)
+    ColPaliIndex(colpali_encoder, store, dpi=40, progress=False).add([pdf_dir])
+    store.close()
+    port = free_port()
+    proc, log = _start(['serve', '--model', str(tiny_model_dir('colpali')), '--db', str(db), '--port', str(port)],
+                       tmp_path, f'http://127.0.0.1:{port}/')
+    rc = _stop_within(proc, 20, tmp_path / 'serve.log')
+    log.close()
+    assert rc == 0, (tmp_path / 'serve.log').read_text()[-3000:]
+    store = MilvusMultiVectorStore(str(db))
+    try:
+        assert store.count() == 6
+    finally:
+        store.close()

@@ -86,3 +86,23 @@ def test_bad_requests_are_clear(served):
     assert r.status_code == 400 and r.json()['detail'].startswith('filters.colour: unknown filter')
     assert httpx.get(f'{url}/jobs/999', timeout=30).status_code == 404
     assert httpx.get(f'{url}/health', timeout=30).json() == {'pages': 6}
+
+
+def test_load_eight_clients_search_while_a_large_pdf_uploads(tmp_path, tiny_model_dir):
+    """Bounded load on loopback (benchmarks/bench_serving.py at a small size): zero errors, and the p95 search
+    latency during ingestion printed next to p95 without it (no time asserted)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+    import bench_serving
+
+    out = tmp_path / 'serving.json'
+    result = bench_serving.main(['--model', str(tiny_model_dir('colpali')), '--clients', '8', '--base-pages', '6',
+                                 '--upload-pages', '80', '--baseline-searches', '5', '--max-searches', '200',
+                                 '--workdir', str(tmp_path / 'w'), '--out', str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result['job'] == 'done' and result['added_pages'] == 80
+    for phase in ('without_ingestion', 'during_ingestion'):
+        assert result[phase]['errors'] == 0, result[phase]['error_samples']
+    assert result['without_ingestion']['searches'] == 40 and result['during_ingestion']['during_ingestion'] > 0
