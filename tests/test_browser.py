@@ -122,7 +122,7 @@ def test_chat_in_a_browser_uploads_a_pdf_and_answers_with_thumbnails(server, sam
         assert 'Indexed hydra_pump_manual.pdf: 3 pages added' in body
         assert body.count('hydra_pump_manual.pdf, p. ') >= 2
         thumbs = [i for i in driver.find_elements(By.CSS_SELECTOR, 'img')
-                  if (i.get_attribute('src') or '').startswith('data:image/jpg;base64')]
+                  if (i.get_attribute('src') or '').startswith('data:image/jpeg;base64')]
         assert len(thumbs) == 2 and all(i.size['width'] > 50 for i in thumbs)
         # the path the question smuggled in (echoed back by the model) was not turned into an image
         assert not [i for i in driver.find_elements(By.CSS_SELECTOR, 'img')
