@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -35,8 +36,7 @@ def _need_browser():
         pytest.skip(message)
 
 
-@pytest.fixture
-def server(tmp_path):
+def _start_serve(tmp_path: Path):
     port = free_port()
     env = dict(os.environ, LAZYLLM_COLPALI_HOME=str(tmp_path / 'home'))
     log = open(tmp_path / 'serve.log', 'w')
@@ -48,13 +48,17 @@ def server(tmp_path):
     while time.time() < deadline:
         try:
             urllib.request.urlopen(url, timeout=2)
-            break
+            return proc, log, url
         except (urllib.error.URLError, ConnectionError):
             assert proc.poll() is None, (tmp_path / 'serve.log').read_text()[-3000:]
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail('serve did not come up in 180 s:\n' + (tmp_path / 'serve.log').read_text()[-3000:])
+    proc.kill()
+    pytest.fail('serve did not come up in 180 s:\n' + (tmp_path / 'serve.log').read_text()[-3000:])
+
+
+@pytest.fixture
+def server(tmp_path):
+    proc, log, url = _start_serve(tmp_path)
     yield url
     proc.terminate()
     try:
@@ -197,3 +201,42 @@ def test_second_browser_is_answered_during_a_large_upload_and_hostile_names_stay
 def _page_text(driver) -> str:
     from selenium.webdriver.common.by import By
     return driver.find_element(By.TAG_NAME, 'body').text
+
+
+def test_sigterm_stops_serve_within_seconds_mid_upload_keeping_stored_pages(tmp_path):
+    """Issue 13: SIGTERM did not stop `serve` within 10 s while an upload indexed."""
+    _need_browser()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from lazyllm_colpali import MilvusMultiVectorStore
+    from tests.helpers.pdfs import make_text_pdf
+
+    big = make_text_pdf(tmp_path / 'up' / 'long manual.pdf', [f'Step {i}.' for i in range(400)])
+    proc, log, url = _start_serve(tmp_path)
+    driver = _browser()
+    try:
+        box = _open_chat(driver, url)
+        driver.find_element(By.CSS_SELECTOR, 'input[type=file]').send_keys(str(big))
+        time.sleep(1.5)
+        box.send_keys('Index this', Keys.ENTER)
+        _wait_for(driver, '/400 pages', timeout=120)
+        stop = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(20)
+            print(f'\nserve exited {time.monotonic() - stop:.1f} s after SIGTERM mid-upload')
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail('serve still running 20 s after SIGTERM:\n' + (tmp_path / 'serve.log').read_text()[-3000:])
+    finally:
+        driver.quit()
+        log.close()
+    assert rc == 0, (tmp_path / 'serve.log').read_text()[-3000:]
+    store = MilvusMultiVectorStore(str(tmp_path / 'db' / 'c.db'))
+    try:
+        assert 0 < store.count() < 400                        # stopped mid-upload; what was stored is there
+        report = store.check()
+        assert not [k for k, v in report.items() if isinstance(v, list) and v], report
+    finally:
+        store.close()

@@ -379,9 +379,14 @@ def _stop_within(proc, seconds: float, log_path: Path) -> int:
     import signal
     import subprocess
 
+    import time
+
+    start = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     try:
-        return proc.wait(seconds)
+        rc = proc.wait(seconds)
+        print(f'\n{log_path.stem} exited {time.monotonic() - start:.1f} s after SIGTERM')
+        return rc
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail(f'still running {seconds} s after SIGTERM:\n' + log_path.read_text()[-3000:])
