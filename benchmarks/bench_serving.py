@@ -95,7 +95,8 @@ def main(argv=None) -> Dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
-        base = _pdf(work / 'base' / 'base.pdf', [f'Maintenance step {i}: check the pump.' for i in range(args.base_pages)])
+        base = _pdf(work / 'base' / 'base.pdf',
+                    [f'Maintenance step {i}: check the pump.' for i in range(args.base_pages)])
         upload = _pdf(work / 'uploads' / 'large.pdf',
                       [f'Section {i}: maintenance step {i % 50} and the filter.' for i in range(args.upload_pages)])
         encoder = ColPaliEncoder(args.model, device='cpu', batch_size=4).load()

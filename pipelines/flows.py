@@ -13,13 +13,15 @@ from typing import Any, Callable, List, Optional
 from lazyllm import bind, pipeline
 
 from lazyllm_colpali.generation import AnswerSettings, PageAnswerer, answer_markdown, hits_from
+from lazyllm_colpali.serving.escape import markdown_text
 
 
 def cite(items: List[Any]) -> str:
     hits = hits_from(items)
     if not hits:
         return 'No indexed page matches this question.'
-    return '\n'.join(f'{i}. {h.file_name}, p. {h.page} (score {h.score:.2f})' for i, h in enumerate(hits, 1))
+    return '\n'.join(f'{i}. {markdown_text(h.file_name, inline=True)}, p. {h.page} (score {h.score:.2f})'
+                     for i, h in enumerate(hits, 1))
 
 
 def build_search(retriever: Callable) -> pipeline:

@@ -72,7 +72,8 @@ def test_every_malformed_search_body_is_a_400_naming_the_field_on_a_live_connect
         detail = json.loads(r.read())['detail']
         assert r.status == 400, (body, r.status, detail)
         assert detail.startswith(field), (body, detail)
-    conn.request('POST', '/search', body=b'{"query": "revenue", "topk": 1}', headers={'Content-Type': 'application/json'})
+    conn.request('POST', '/search', body=b'{"query": "revenue", "topk": 1}',
+                 headers={'Content-Type': 'application/json'})
     r = conn.getresponse()
     assert r.status == 200 and len(json.loads(r.read())['hits']) == 1
     assert conn.sock is sock, 'the server closed the keep-alive connection after an error'
