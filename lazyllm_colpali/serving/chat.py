@@ -24,7 +24,7 @@ from ..generation.answer import Answer, AnswerSettings, PageAnswerer, VLMUnavail
 from ..ingest.sources import SUPPORTED_SUFFIXES
 from ..lazyllm_glue.components import ColPaliDocument
 from ..logging import LOG
-from .escape import markdown_text, page_image_markdown
+from .escape import markdown_text, only_our_images, page_image_markdown
 from .ingest_worker import IngestBusyError, IngestJob, IngestWorker
 
 NO_INDEX = ('No documents are indexed yet. Attach PDFs to a message here (they are indexed right away), or run '
@@ -42,6 +42,14 @@ def _stream(text: str) -> None:
         LOG.info(text.strip())
 
 
+def _guarded(markdown: str) -> str:
+    """Last check before WebModule sees an answer: only our embedded thumbnails may be images."""
+    if only_our_images(markdown):
+        return markdown
+    LOG.error('an answer held an image that is not an embedded page thumbnail; it is shown as text')
+    return markdown_text(markdown)
+
+
 def _name(path: str) -> str:
     return markdown_text(Path(path).name, inline=True)
 
@@ -51,11 +59,13 @@ class VisualChat(ModuleBase):
 
     ``follow_seconds``: how long the uploader's own message follows its indexing job (streaming progress)
     before answering from the pages stored so far; indexing goes on in the background either way.
+    ``upload_dirs``: where attached files may come from (the web UI's upload folder); a message can name
+    files itself in LazyLLM's file envelope, so anything else is refused. None: any path (library use).
     """
 
     def __init__(self, doc: ColPaliDocument, llm: Optional[Callable] = None, *, topk: int = 5,
                  settings: Optional[AnswerSettings] = None, thumbnail_side: int = 360, max_pending: int = 8,
-                 follow_seconds: float = 600.0, return_trace: bool = False):
+                 follow_seconds: float = 600.0, upload_dirs: Optional[List[Path]] = None, return_trace: bool = False):
         super().__init__(return_trace=return_trace)
         self.doc = doc
         self.llm = llm
@@ -63,6 +73,7 @@ class VisualChat(ModuleBase):
         self.settings = settings or AnswerSettings()
         self.thumbnail_side = thumbnail_side
         self.follow_seconds = follow_seconds
+        self.upload_dirs = [Path(d).resolve() for d in upload_dirs] if upload_dirs is not None else None
         self.answerer = PageAnswerer(llm, self.settings) if llm is not None else None
         self.worker = IngestWorker(lambda paths, on_progress: self.doc.add_files(paths, on_progress=on_progress),
                                    max_pending=max_pending)
@@ -70,13 +81,16 @@ class VisualChat(ModuleBase):
     def forward(self, message: str, **kw) -> str:
         from lazyllm.components.formatter import decode_query_with_filepaths
 
-        decoded = decode_query_with_filepaths(message)
+        try:
+            decoded = decode_query_with_filepaths(message)
+        except ValueError:   # typed text that merely starts like LazyLLM's file envelope
+            decoded = message
         text, files = (decoded['query'], decoded['files']) if isinstance(decoded, dict) else (decoded, [])
         try:
             notes = self._ingest(files) if files else self._background_note()
             if not (text or '').strip():
                 return '\n\n'.join(notes) or 'Ask a question about your documents.'
-            return '\n\n'.join([*notes, self.respond(text)])
+            return _guarded('\n\n'.join([*notes, self.respond(text)]))
         except ColPaliError as e:
             return f'**Error:** {markdown_text(e)}'
 
@@ -85,9 +99,18 @@ class VisualChat(ModuleBase):
         return [f'*(Indexing {markdown_text(j.label, inline=True)} in the background: {j.progress()}; answers use '
                 'the pages stored so far.)*' for j in active]
 
+    def _uploaded(self, path: str) -> bool:
+        if self.upload_dirs is None:
+            return True
+        real = Path(path).resolve()
+        return any(d in real.parents for d in self.upload_dirs)
+
     def _ingest(self, files: List[str]) -> List[str]:
+        foreign = [f for f in files if not self._uploaded(f)]
+        notes = [f'Skipped {_name(f)}: not a file uploaded to this chat.' for f in foreign]
+        files = [f for f in files if f not in foreign]
         usable = [f for f in files if Path(f).suffix.lower() in SUPPORTED_SUFFIXES]
-        notes = [f'Skipped {_name(f)}: not a PDF or image.' for f in files if f not in usable]
+        notes += [f'Skipped {_name(f)}: not a PDF or image.' for f in files if f not in usable]
         if not usable:
             return notes
         names = ', '.join(Path(f).name for f in usable)
@@ -172,7 +195,10 @@ class ChatServer:
         from ..settings import data_home
 
         # WebModule keeps uploads under ./.temp of the current folder unless told otherwise: use our cache.
+        # Only files in that folder are taken as uploads (a typed message could name any path otherwise).
         os.environ.setdefault('GRADIO_TEMP_DIR', str(data_home() / 'gradio_uploads'))
+        Path(os.environ['GRADIO_TEMP_DIR']).mkdir(parents=True, exist_ok=True)
+        chat.upload_dirs = [Path(os.environ['GRADIO_TEMP_DIR']).resolve()]
         self.chat, self.host, self.port, self.concurrency = chat, host, port, concurrency
         self.url: Optional[str] = None
         handlers = _signal_handlers()
