@@ -436,6 +436,12 @@ def test_serve_stops_on_sigterm_within_seconds(tiny_model_dir, tmp_path, colpali
     port = free_port()
     proc, log = _start(['serve', '--model', str(tiny_model_dir('colpali')), '--db', str(db), '--port', str(port)],
                        tmp_path, f'http://127.0.0.1:{port}/')
+    try:   # the chat page checks the Host header too (DNS rebinding)
+        assert httpx.get(f'http://127.0.0.1:{port}/', headers={'Host': f'evil.example:{port}'}).status_code == 400
+        assert httpx.get(f'http://127.0.0.1:{port}/', headers={'Host': f'localhost:{port}'}).status_code == 200
+    except AssertionError:
+        proc.kill()
+        raise
     rc = _stop_within(proc, 20, tmp_path / 'serve.log')
     log.close()
     assert rc == 0, (tmp_path / 'serve.log').read_text()[-3000:]

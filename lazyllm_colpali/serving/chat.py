@@ -217,9 +217,17 @@ class ChatServer:
         raise ColPaliError('ports 20500-20799 are all in use; pass --port')
 
     def start(self, port: Optional[int] = None) -> str:
+        from starlette.middleware import Middleware
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        from .api import allowed_hosts_for
+
         port = port or self.pick_port()
+        hosts = allowed_hosts_for(self.host)   # a Host check, as for the API: no DNS rebinding on loopback
+        app_kwargs = {'middleware': [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]} if hosts else {}
         self.web.demo.queue(default_concurrency_limit=self.concurrency).launch(
-            server_name=self.host, server_port=port, prevent_thread_lock=True, share=False, quiet=True)
+            server_name=self.host, server_port=port, prevent_thread_lock=True, share=False, quiet=True,
+            app_kwargs=app_kwargs)
         shown = '127.0.0.1' if self.host in ('0.0.0.0', '::', 'localhost') else self.host
         self.url = self.web.url = f'http://{shown}:{port}'
         LOG.info(f'chat running at {self.url} (bound to {self.host})')
