@@ -326,6 +326,10 @@ def cmd_serve(args) -> int:
     _check_positive(topk=args.topk, pages=args.pages, image_side=args.image_side)
     if args.port is not None:
         _check_port(args.host, args.port)
+    from .serving.api import is_loopback
+    if not is_loopback(args.host):
+        print(f'warning: --host {args.host}: the chat has no login; anyone who reaches it can read and add '
+              'documents', file=sys.stderr)
     encoder = _encoder(args)   # a missing model fails here, before the UI starts
     doc = ColPaliDocument(None, embed=ColPaliEmbed(encoder), db=args.db or default_db(),
                           collection=args.collection or DEFAULT_COLLECTION, data_dir=args.data_dir, progress=False)
