@@ -105,4 +105,7 @@ def test_load_eight_clients_search_while_a_large_pdf_uploads(tmp_path, tiny_mode
     assert result['job'] == 'done' and result['added_pages'] == 80
     for phase in ('without_ingestion', 'during_ingestion'):
         assert result[phase]['errors'] == 0, result[phase]['error_samples']
+    # No short result without ingestion. During it, a search can return fewer hits than asked: the retriever
+    # drops pages whose vectors are stored but whose Milvus row is not visible yet (a store issue, reported).
+    assert result['without_ingestion']['short_results'] == 0
     assert result['without_ingestion']['searches'] == 40 and result['during_ingestion']['during_ingestion'] > 0
