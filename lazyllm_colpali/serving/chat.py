@@ -85,11 +85,13 @@ class VisualChat(ModuleBase):
             decoded = decode_query_with_filepaths(message)
         except ValueError:   # typed text that merely starts like LazyLLM's file envelope
             decoded = message
-        text, files = (decoded['query'], decoded['files']) if isinstance(decoded, dict) else (decoded, [])
+        text, files = (decoded.get('query'), decoded.get('files')) if isinstance(decoded, dict) else (decoded, [])
+        text = text if isinstance(text, str) else ''
+        files = [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
         try:
             notes = self._ingest(files) if files else self._background_note()
-            if not (text or '').strip():
-                return '\n\n'.join(notes) or 'Ask a question about your documents.'
+            if not text.strip():
+                return _guarded('\n\n'.join(notes)) or 'Ask a question about your documents.'
             return _guarded('\n\n'.join([*notes, self.respond(text)]))
         except ColPaliError as e:
             return f'**Error:** {markdown_text(e)}'
