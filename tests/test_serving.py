@@ -66,7 +66,10 @@ def test_parallel_searches_while_ingesting(served, tmp_path):
     final_ids = set(index.store.page_ids())
     for r in responses:
         scores = [h['score'] for h in r['hits']]
-        assert scores == sorted(scores, reverse=True) and len(r['hits']) == 3
+        assert scores == sorted(scores, reverse=True)
+        # Fails now and then: a page whose vectors are stored but whose Milvus row is not yet visible is
+        # dropped by MaxSimRetriever.search_vectors instead of replaced by the next page (store snapshot issue).
+        assert len(r['hits']) == 3, r['hits']
         assert all(h['page_id'] in final_ids for h in r['hits'])   # only whole, committed pages are served
     p50, p95 = statistics.median(latencies), sorted(latencies)[int(0.95 * (len(latencies) - 1))]
     print(f'\n{len(latencies)} searches by 4 clients during ingestion of 24 pages: p50 {p50:.0f} ms, p95 {p95:.0f} ms')
