@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(p)
     p.add_argument('--host', default='127.0.0.1', help='bind address (default: 127.0.0.1, this machine only)')
     p.add_argument('--port', type=int, default=8765)
+    p.add_argument('--allow-root', action='append', default=[], metavar='FOLDER',
+                   help='POST /index may read files under this folder (repeatable; none: /index is off)')
+    p.add_argument('--token-env', default=None, metavar='VAR',
+                   help='environment variable holding a bearer token every request must carry '
+                        '(required when --host is not loopback)')
 
     p = sub.add_parser('serve', help='browser chat (lazyllm.WebModule) over the collection, with page thumbnails',
                        epilog='example: lazyllm-colpali serve --model tiny:colpali --vlm-url standin',
@@ -192,9 +197,42 @@ def _parse_pages(text: Optional[str]):
         return None
     first, _, last = text.partition('-')
     try:
-        return (int(first), int(last or first))
+        pages = (int(first), int(last or first))
     except ValueError:
         raise SystemExit(f'error: --pages wants a range like 3-7, got {text!r}')
+    if pages[0] < 1 or pages[0] > pages[1]:
+        raise SystemExit(f'error: --pages {text}: pages count from 1 and the first may not be after the last')
+    return pages
+
+
+def _check_positive(**values: Optional[int]) -> None:
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise SystemExit(f'error: --{name.replace("_", "-")} must be a positive number, got {value}')
+
+
+def _check_existing_db(args) -> None:
+    """Read commands must not create an empty Milvus Lite file because of a typo in --db."""
+    from .settings import default_db
+    from .store.milvus_store import is_remote_uri
+
+    db = args.db or default_db()
+    if not is_remote_uri(db) and not os.path.exists(os.path.expanduser(db)):
+        raise SystemExit(f'error: no index at --db {db} (nothing to read); index some files first: '
+                         f'lazyllm-colpali index FOLDER --db {db}')
+
+
+def _check_port(host: str, port: int) -> None:
+    if not 0 < port < 65536:
+        raise SystemExit(f'error: --port {port} is not a TCP port (1-65535)')
+    from .serving.chat import port_free
+    if not port_free(host, port):
+        raise SystemExit(f'error: port {port} on {host} is already in use; pass another --port')
+
+
+def _shown(text: object) -> str:
+    from .serving.escape import terminal_text
+    return terminal_text(text)
 
 
 def cmd_index(args) -> int:
@@ -219,11 +257,15 @@ def cmd_search(args) -> int:
     from .indexer import ColPaliIndex
     from .retrieve.retriever import MaxSimRetriever
 
+    _check_positive(topk=args.topk)
+    if not args.query.strip():
+        raise SystemExit('error: empty query: type what you are looking for')
+    filters = {'file': args.file, 'pages': _parse_pages(args.pages)}
+    _check_existing_db(args)
     encoder = _encoder(args)
     with _store(args, encoder.dim) as store:
         index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode=args.mode), progress=False,
                              allow_model_change=args.allow_model_change)
-        filters = {'file': args.file, 'pages': _parse_pages(args.pages)}
         start = time.perf_counter()
         hits = index.search(args.query, args.topk, {k: v for k, v in filters.items() if v})
         ms = (time.perf_counter() - start) * 1000
@@ -232,20 +274,21 @@ def cmd_search(args) -> int:
                 print(json.dumps(hit.to_dict(), ensure_ascii=False))
             return 0
         if not hits:
-            print(f'no pages found ({store.count()} pages indexed in {store.uri})')
+            print(f'no pages found ({store.count()} pages indexed in {_shown(store.uri)})')
             return 0
         print(f'{"rank":>4}  {"score":>8}  {"page":>4}  file')
         for rank, hit in enumerate(hits, 1):
-            print(f'{rank:>4}  {hit.score:8.3f}  {hit.page:>4}  {hit.file_name}   [{hit.image_path}]')
+            print(f'{rank:>4}  {hit.score:8.3f}  {hit.page:>4}  {_shown(hit.file_name)}   [{_shown(hit.image_path)}]')
         print(f'({ms:.0f} ms over {store.count()} pages)')
         return 0
 
 
 def cmd_docs(args) -> int:
+    _check_existing_db(args)
     with _store(args) as store:
         docs = store.documents()
         for doc in docs:
-            print(f'{doc["doc_id"]}  {doc["pages"]:>5} pages  {doc["source"]}')
+            print(f'{doc["doc_id"]}  {doc["pages"]:>5} pages  {_shown(doc["source"])}')
     print(f'{len(docs)} documents, {sum(d["pages"] for d in docs)} pages')
     return 0
 
@@ -271,16 +314,53 @@ def cmd_delete(args) -> int:
 
 
 def cmd_serve_api(args) -> int:
+    import signal
+    import socket
+
     import uvicorn
 
     from .indexer import ColPaliIndex
-    from .serving.api import create_app
+    from .serving.api import allowed_hosts_for, create_app, is_loopback
+
+    token = None
+    if args.token_env:
+        token = os.environ.get(args.token_env, '')
+        if not token:
+            raise SystemExit(f'error: --token-env {args.token_env}: that environment variable is empty or unset')
+    elif not is_loopback(args.host):
+        raise SystemExit(f'error: --host {args.host} is reachable from other machines: pass --token-env VAR with '
+                         'a bearer token in $VAR (or bind to 127.0.0.1)')
+    for root in args.allow_root:
+        if not os.path.isdir(os.path.expanduser(root)):
+            raise SystemExit(f'error: --allow-root {root}: not a folder')
+    if not args.allow_root:   # a read-only server; with --allow-root it may start empty and fill through /index
+        _check_existing_db(args)
+    if not 0 < args.port < 65536:
+        raise SystemExit(f'error: --port {args.port} is not a TCP port (1-65535)')
+    # Bind before loading the model: a port in use is a one-line error, and nobody can take it meanwhile.
+    sock = socket.socket(socket.AF_INET6 if ':' in args.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as e:
+        sock.close()
+        raise SystemExit(f'error: port {args.port} on {args.host}: cannot listen there ({e.strerror}); '
+                         'pass another --port')
 
     encoder = _encoder(args)
-    with _store(args, encoder.dim) as store:
+    with sock, _store(args, encoder.dim) as store:
         index = ColPaliIndex(encoder, store, progress=False)
-        print(f'serving {store.count()} pages at http://{args.host}:{args.port} (POST /search, POST /index)')
-        uvicorn.run(create_app(index), host=args.host, port=args.port, log_level='warning')
+        app = create_app(index, allow_roots=args.allow_root, allowed_hosts=allowed_hosts_for(args.host), token=token)
+        server = uvicorn.Server(uvicorn.Config(app, log_level='warning', timeout_graceful_shutdown=3))
+        # uvicorn re-raises the signal it stopped on once it has shut down: ours only notes it, so the store
+        # below is closed properly (the default SIGTERM action would kill the process first).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+        roots = ', '.join(_shown(r) for r in args.allow_root) or 'off (see --allow-root)'
+        print(f'serving {store.count()} pages at http://{args.host}:{args.port} (POST /search; POST /index: {roots})',
+              flush=True)
+        server.run(sockets=[sock])
+    print('stopped; every stored page is kept', flush=True)
     return 0
 
 
@@ -288,10 +368,19 @@ def cmd_serve(args) -> int:
     from .generation import AnswerSettings
     from .lazyllm_glue.components import ColPaliDocument
     from .lazyllm_glue.embed import ColPaliEmbed
-    from .serving.chat import LocalWebModule, VisualChat
+    import signal
+
+    from .serving.chat import ChatServer, VisualChat
     from .settings import DEFAULT_COLLECTION, default_db
     from .vlm import make_vlm
 
+    _check_positive(topk=args.topk, pages=args.pages, image_side=args.image_side)
+    if args.port is not None:
+        _check_port(args.host, args.port)
+    from .serving.api import is_loopback
+    if not is_loopback(args.host):
+        print(f'warning: --host {args.host}: the chat has no login; anyone who reaches it can read and add '
+              'documents', file=sys.stderr)
     encoder = _encoder(args)   # a missing model fails here, before the UI starts
     doc = ColPaliDocument(None, embed=ColPaliEmbed(encoder), db=args.db or default_db(),
                           collection=args.collection or DEFAULT_COLLECTION, data_dir=args.data_dir, progress=False)
@@ -301,11 +390,12 @@ def cmd_serve(args) -> int:
         vlm, server = make_vlm(args.vlm_url, args.vlm_model, source=args.vlm_source, api_key_env=args.vlm_key_env)
     chat = VisualChat(doc, vlm, topk=args.topk,
                       settings=AnswerSettings(pages=args.pages, max_image_side=args.image_side))
-    web = LocalWebModule(chat, host=args.host, port=args.port, stream=True, encode_files=True,
-                         title='lazyllm-colpali: chat with your documents')
+    web = ChatServer(chat, host=args.host, port=args.port)
+    for sig in (signal.SIGINT, signal.SIGTERM):   # stop within seconds; the running upload keeps its pages
+        signal.signal(sig, web.request_stop)
     try:
         web.start()
-        print(f'chat at {web.url}  ({pages} pages indexed in {doc.db}; answers by '
+        print(f'chat at {web.url}  ({pages} pages indexed in {_shown(doc.db)}; answers by '
               f'{"the stand-in VLM (not a real model)" if server else args.vlm_model or "no VLM: pages only"}); '
               'Ctrl-C stops', flush=True)
         web.wait()

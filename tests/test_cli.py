@@ -63,7 +63,8 @@ def test_reindex_is_a_no_op_and_docs_delete(indexed, pdf_dir):
 
 
 def test_missing_model_is_one_clear_line_not_a_traceback(tmp_path):
-    out = run('search', 'anything', '--model', 'vidore/colqwen2-v1.0', '--db', tmp_path / 'x.db')
+    # (index, not search: search refuses a --db that does not exist before it looks at the model)
+    out = run('index', tmp_path, '--model', 'vidore/colqwen2-v1.0', '--db', tmp_path / 'x.db')
     assert out.returncode == 2
     assert 'error: model \'vidore/colqwen2-v1.0\'' in out.stderr and '--model ./models/' in out.stderr
     assert 'Traceback' not in out.stderr

@@ -9,7 +9,6 @@ the retrieved pages at ``max_image_side`` px, and the text of text-arm hits goes
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
@@ -18,6 +17,7 @@ from lazyllm.module import ModuleBase
 
 from ..errors import ColPaliError
 from ..retrieve.retriever import SearchHit
+from ..serving.escape import markdown_text
 from ..text.augment import answer_text
 from .page_images import page_image
 
@@ -81,14 +81,10 @@ def _hit_from_node(item: Any) -> SearchHit:
                      {k: v for k, v in meta.items() if k not in _NODE_FIELDS})
 
 
-_MD_IMAGE = re.compile(r'!\[')
-_HTML_IMG = re.compile(r'<\s*img', re.I)
-
-
 def sanitize_markdown(text: str) -> str:
-    """Neutralise image syntax in model output: the chat UI inlines any local file an answer points at, so
-    only images this package adds (from its own page store) may appear."""
-    return _HTML_IMG.sub('&lt;img', _MD_IMAGE.sub('!&#91;', text or ''))
+    """Model output made inert for a Markdown/HTML view (see :func:`lazyllm_colpali.serving.escape.markdown_text`):
+    the chat UI inlines any local file an answer points at, so only images this package adds may appear."""
+    return markdown_text(text or '')
 
 
 class PageAnswerer(ModuleBase):
@@ -136,11 +132,12 @@ class PageAnswerer(ModuleBase):
 
 
 def answer_markdown(answer: Answer, thumbnails: Optional[List[Optional[str]]] = None) -> str:
-    """The answer as Markdown: model text (image syntax neutralised), then numbered sources with thumbnails."""
+    """The answer as Markdown: model text and file names made inert, then numbered sources, each followed by
+    its thumbnail line if given (Markdown made by :func:`lazyllm_colpali.serving.escape.page_image_markdown`)."""
     lines = [sanitize_markdown(answer.text), '', '**Sources**']
     for i, hit in enumerate(answer.hits, 1):
-        lines.append(f'{i}. {hit.file_name}, p. {hit.page} (score {hit.score:.2f})')
+        lines.append(f'{i}. {markdown_text(hit.file_name, inline=True)}, p. {int(hit.page)} (score {hit.score:.2f})')
         thumb = thumbnails[i - 1] if thumbnails and i - 1 < len(thumbnails) else None
         if thumb:
-            lines.append(f'![{hit.file_name} p. {hit.page}]({thumb})')
+            lines.append(thumb)
     return '\n'.join(lines)

@@ -13,6 +13,7 @@ from typing import Any, Callable, List, Optional
 from lazyllm import bind, pipeline
 
 from ..generation import AnswerSettings, PageAnswerer, answer_markdown, hits_from
+from ..serving.escape import markdown_text
 
 __all__ = ['build_rag', 'build_search', 'cite']
 
@@ -22,7 +23,8 @@ def cite(items: List[Any]) -> str:
     hits = sorted(hits_from(items), key=lambda h: -h.score)
     if not hits:
         return 'No indexed page matches this question.'
-    return '\n'.join(f'{i}. {h.file_name}' + (f', p. {h.page}' if h.page else '') + f' (score {h.score:.2f})'
+    return '\n'.join(f'{i}. {markdown_text(h.file_name, inline=True)}' + (f', p. {h.page}' if h.page else '')
+                     + f' (score {h.score:.2f})'
                      for i, h in enumerate(hits, 1))
 
 
