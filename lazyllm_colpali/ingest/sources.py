@@ -13,9 +13,9 @@ SUPPORTED_SUFFIXES = PDF_SUFFIXES | IMAGE_SUFFIXES
 def expand_sources(paths: Iterable[str | Path]) -> Tuple[List[Path], List[Tuple[str, str]]]:
     """Expand files and folders (recursively) into a sorted list of supported files.
 
-    Returns ``(files, problems)``: a path that does not exist, or a file given explicitly with an
-    unsupported suffix, or a name with control characters or non-UTF-8 bytes, is a problem ``(path, reason)``; unsupported files found inside folders are
-    silently ignored (a folder of PDFs often holds other files).
+    Returns ``(files, problems)``: a path that does not exist, a file given explicitly with an unsupported
+    suffix, or a name with control characters or non-UTF-8 bytes is a problem ``(path, reason)``; unsupported
+    files found inside folders are silently ignored (a folder of PDFs often holds other files).
     """
     files: List[Path] = []
     problems: List[Tuple[str, str]] = []

@@ -528,8 +528,9 @@ class MilvusMultiVectorStore(MultiVectorStore):
                 with self.vectors.file_lock.hold():   # another process on this data dir may be fetching too
                     batch = [p for p in batch if p not in self.vectors.has(batch)]
                     got = self.layout.read({p: todo[p] for p in batch}) if batch else {}
-                    docs = {r['page_id']: r['doc_id'] for r in self._call(
-                        'get', self._client.get, self.collection, ids=list(got), output_fields=['doc_id'])} if got else {}
+                    rows = self._call('get', self._client.get, self.collection, ids=list(got),
+                                      output_fields=['doc_id']) if got else []
+                    docs = {r['page_id']: r['doc_id'] for r in rows}
                     items = [(p, docs[p], torch.from_numpy(a.astype(np.float32))) for p, a in got.items() if p in docs]
                     self.vectors.put(items)
                 fetched += len(items)
@@ -614,8 +615,9 @@ class MilvusMultiVectorStore(MultiVectorStore):
             self._client = None
 
 
-def rerender_page(record: PageRecord) -> Optional['Image.Image']:  # noqa: F821
-    """Render a page again from its source file, if the file is still there with the same bytes."""
+def rerender_page(record: PageRecord):
+    """Render a page again (a PIL image) from its source file, if the file is still there with the same bytes;
+    None otherwise."""
     from ..errors import DocumentError
     from ..ingest.render import render_page
     from ..ingest.sources import file_sha256
