@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(p)
     _add_model_args(p)
 
-    from .eval.harness import ALL_ARMS, DEFAULT_ARMS
+    from .settings import ALL_ARMS, DEFAULT_ARMS
 
     p = sub.add_parser('eval', help='compare retrieval arms (ColPali, text/OCR, layout, caption+QA, hybrid) on '
                                      'one dataset')
@@ -516,10 +516,10 @@ def _validate(args) -> None:
     """Checks that need no model or store, so a bad call fails at once rather than after loading."""
     query = getattr(args, 'query', None)
     if query is not None and not query.strip():
-        raise SystemExit('error: the query is empty; give a question or keywords')
+        raise SystemExit('error: empty query: the query is empty; give a question or keywords')
     topk = getattr(args, 'topk', None)
     if topk is not None and topk < 1:
-        raise SystemExit(f'error: -k/--topk must be at least 1, got {topk}')
+        raise SystemExit(f'error: -k/--topk must be a positive number (at least 1), got {topk}')
     if getattr(args, 'pages', None) and args.command == 'search':
         _parse_pages(args.pages)
 

@@ -30,7 +30,7 @@ def test_validation_comes_before_the_model(tmp_path):
     out = run('search', '   ', '--model', tmp_path / 'no-model', '--db', tmp_path / 'x.db')
     assert out.returncode != 0 and 'query is empty' in out.stderr and 'no-model' not in out.stderr
     out = run('search', 'revenue', '-k', 0, '--model', tmp_path / 'no-model', '--db', tmp_path / 'x.db')
-    assert out.returncode != 0 and '--topk must be at least 1' in out.stderr
+    assert out.returncode != 0 and '--topk must be a positive number' in out.stderr
     out = run('search', 'revenue', '--pages', 'x-y', '--model', tmp_path / 'no-model', '--db', tmp_path / 'x.db')
     assert out.returncode != 0 and '--pages wants a range' in out.stderr
 

@@ -248,5 +248,7 @@ def test_reader_is_a_lazyllm_reader_and_reads_through_fsspec(tmp_path, pdf_dir):
     memory = fsspec.filesystem('memory')
     memory.pipe('/remote/manual.pdf', (pdf_dir / 'manual.pdf').read_bytes())
     remote = reader('/remote/manual.pdf', fs=memory)
-    assert [n.uid for n in remote] == [n.uid for n in local] and len(local) == 3
+    # ids hash bytes + location (as the indexer's do): same bytes elsewhere are another document
+    assert [n.metadata['content_sha'] for n in remote] == [n.metadata['content_sha'] for n in local]
+    assert [n.uid for n in reader('/remote/manual.pdf', fs=memory)] == [n.uid for n in remote] and len(local) == 3
     assert remote[0].metadata['file_name'] == 'manual.pdf' and os.path.isfile(remote[0].image_path)

@@ -22,9 +22,7 @@ from ..errors import ColPaliError
 from ..logging import LOG
 from .dataset import EvalDataset
 from .metrics import DEFAULT_METRICS, evaluate_run, percentile
-
-ALL_ARMS = ('colpali', 'text', 'text-layer', 'ocr', 'layout', 'mineru', 'caption', 'hybrid')
-DEFAULT_ARMS = ('colpali', 'text', 'layout', 'caption', 'hybrid')
+from ..settings import ALL_ARMS, DEFAULT_ARMS  # noqa: F401  (re-exported)
 
 
 @dataclass

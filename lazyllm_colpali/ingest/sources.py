@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from pathlib import Path
 from typing import Iterable, List, Tuple
 
@@ -51,7 +52,7 @@ def unsafe_name_reason(path: Path) -> str:
         text.encode('utf-8')
     except UnicodeEncodeError:
         return 'file name is not valid UTF-8; rename the file'
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+    if any(unicodedata.category(c) == 'Cc' for c in text):   # C0, DEL and C1 (\x9b alone starts a terminal CSI)
         return 'file name contains control characters; rename the file'
     return ''
 
@@ -59,7 +60,9 @@ def unsafe_name_reason(path: Path) -> str:
 def display_name(path: str | Path) -> str:
     """A path as one printable line: control characters and undecodable bytes escaped."""
     text = str(path).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
-    return ''.join(c if ord(c) >= 32 and ord(c) != 127 else f'\\x{ord(c):02x}' for c in text)
+    # control and format characters (C0/C1, DEL, bidi overrides) would move the cursor or reorder the line
+    return ''.join(c.encode('unicode_escape').decode('ascii') if unicodedata.category(c) in ('Cc', 'Cf') else c
+                   for c in text)
 
 
 def document_id(path: Path) -> Tuple[str, str]:
