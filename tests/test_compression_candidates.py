@@ -86,6 +86,19 @@ def test_gpu_path_matches_the_reference(corpus):
     assert torch.allclose(gpu, maxsim_packed(queries, compress(corpus.pages, 'float32')), atol=2e-2)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_gpu_resident_tokens_take_the_fused_kernel_and_match(corpus):
+    from lazyllm_colpali.retrieve import kernel_gpu
+    from lazyllm_colpali.store.vector_file import PackedMultiVectors
+
+    queries = make_queries(corpus, 4)
+    on_gpu = PackedMultiVectors(corpus.pages.page_ids, corpus.pages.tokens.cuda(), corpus.pages.offsets)
+    assert kernel_gpu.available(on_gpu.tokens)
+    got = maxsim_packed(queries, on_gpu, device='cuda', pages=[5, 0, 7])
+    expected = maxsim_packed(queries, compress(corpus.pages, 'float32'))[:, [5, 0, 7]]
+    assert torch.allclose(got, expected, atol=2e-2)
+
+
 def test_benchmark_smoke(tmp_path):
     import json
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))

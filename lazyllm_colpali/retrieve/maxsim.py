@@ -5,8 +5,10 @@
 - :func:`maxsim_reference` is the obviously-correct definition (one page at a time, float32). Every fast
   path is tested against it, and it matches colpali-engine's ``processor.score_multi_vector``.
 - :func:`maxsim_packed` is the fast path. On CPU it runs the fused kernel of :mod:`.kernel` (numba), which
-  reads fp16 / fp32 / int8 tokens as stored and never builds a similarity matrix. Elsewhere (CUDA, 1-bit
-  codes, no numba) it uses :func:`maxsim_matmul`.
+  reads fp16 / fp32 / int8 tokens as stored and never builds a similarity matrix. On CUDA, tokens already
+  on the GPU go through the Triton kernel of :mod:`.kernel_gpu` (measured at the memory-bandwidth bound on
+  an H200). Elsewhere (host tensors streamed to a GPU, 1-bit codes, no numba/triton) it uses
+  :func:`maxsim_matmul`.
 - :func:`maxsim_matmul` streams pages in chunks of the packed ``(total_tokens, dim)`` tensor: one matmul
   per chunk, a reshape-max when a chunk's pages share a length (ColPali) or a segment max otherwise
   (ColQwen's variable lengths), so no ``(n_pages, max_len)`` padding or full similarity tensor is built.
@@ -67,6 +69,11 @@ def maxsim_packed(queries: Sequence[torch.Tensor], packed: PackedMultiVectors, *
     """
     if device == 'cpu' and kernel.available() and _fused_reads(packed.tokens):
         return kernel.maxsim_fused(queries, packed.tokens, packed.offsets, pages=pages)
+    if device.startswith('cuda') and isinstance(packed.tokens, torch.Tensor) and packed.tokens.is_cuda:
+        from . import kernel_gpu
+
+        if kernel_gpu.available(packed.tokens):   # GPU-resident fp16: one fused pass at the bandwidth bound
+            return kernel_gpu.maxsim_triton(queries, packed.tokens, packed.offsets, pages=pages)
     if pages is not None:
         packed = packed.subset(list(pages))
     return maxsim_matmul(queries, packed, chunk_tokens=chunk_tokens, device=device)

@@ -48,7 +48,7 @@ class MaxSimRetriever:
     kernel (:mod:`.kernel`), no copy; ``int8`` derives per-token int8 codes in memory (half the bytes, top-10
     kept, see the README); ``float32`` keeps a float32 copy while it fits in ``cache_bytes``. Without numba the
     CPU path falls back to chunked matmuls over a float32 copy (the previous default). On CUDA the fp16
-    tensor is streamed to the GPU as is.
+    tokens are kept on the GPU and scored by the Triton kernel (:mod:`.kernel_gpu`) when triton is installed.
     """
 
     def __init__(self, store: MultiVectorStore, *, mode: str = 'auto', candidate_budget: Optional[int] = None,
@@ -75,7 +75,12 @@ class MaxSimRetriever:
 
     def _scoring_layout(self, packed: PackedMultiVectors) -> PackedMultiVectors:
         if self.device != 'cpu':
-            return packed
+            # Keep the tokens on the GPU (one copy per collection change, not one PCIe transfer per query);
+            # a collection larger than the GPU's memory is streamed per query instead.
+            try:
+                return PackedMultiVectors(packed.page_ids, packed.tokens.to(self.device), packed.offsets)
+            except torch.OutOfMemoryError:
+                return packed
         fused = kernel.available()
         if fused and self.scoring_dtype == 'float16':
             return packed                                  # the kernel reads the stored tokens directly
