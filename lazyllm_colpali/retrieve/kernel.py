@@ -48,7 +48,16 @@ if numba is not None:
             return lambda x: _half_to_float(x)
         return lambda x: np.float32(x)
 
-    @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def _jit(fn):
+        """Compile with an on-disk cache when numba finds a writable place for it, else per process."""
+        try:
+            return numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)(fn)
+        except RuntimeError as exc:   # "cannot cache function ...: no locator available"
+            LOG.warning(f'numba cannot cache the MaxSim kernel ({exc}); it will compile in every process. '
+                        f'Set NUMBA_CACHE_DIR to a writable folder to keep it.')
+            return numba.njit(parallel=True, fastmath=True, nogil=True)(fn)
+
+    @_jit
     def _maxsim_kernel(q, tokens, scales, offsets, pages, q_starts, out):
         """out[s, n] = sum over query s's tokens of the max dot with page pages[n]'s tokens (times its scale)."""
         n_pages = pages.shape[0]
