@@ -49,8 +49,11 @@ def available(tokens: Optional[torch.Tensor] = None) -> bool:
 
 
 def maxsim_triton(queries: Sequence[torch.Tensor], tokens: torch.Tensor, offsets: torch.Tensor,
-                  pages: Optional[Sequence[int]] = None, block_t: int = 64, block_q: int = 32) -> torch.Tensor:
-    """Exact MaxSim ``(n_queries, n_pages)`` in float32 (on the CPU) over fp16 CUDA ``tokens``."""
+                  pages: Optional[Sequence[int]] = None, block_t: int = 64,
+                  block_q: Optional[int] = None) -> torch.Tensor:
+    """Exact MaxSim ``(n_queries, n_pages)`` in float32 (on the CPU) over fp16 CUDA ``tokens``.
+    ``block_q`` query tokens share each token tile; measured on an H200 at 100k pages: 32 for one query
+    (6.1 ms, the bandwidth bound), 64 for a batch of 32 queries (77 ms vs 119 ms with 32)."""
     device = tokens.device
     n_all = len(offsets) - 1
     page_index = torch.arange(n_all, device=device) if pages is None else \
@@ -58,6 +61,7 @@ def maxsim_triton(queries: Sequence[torch.Tensor], tokens: torch.Tensor, offsets
     if len(queries) == 0 or len(page_index) == 0:
         return torch.zeros(len(queries), len(page_index))
     q = torch.cat([x.to(device, torch.float16) for x in queries]).contiguous()
+    block_q = block_q or (32 if len(q) <= 32 else 64)
     best = torch.empty(len(page_index), len(q), dtype=torch.float32, device=device)
     grid = (len(page_index), triton.cdiv(len(q), block_q))
     _maxsim_tiles[grid](tokens, offsets.to(device), page_index, q, best, len(q), dim=tokens.shape[1],
