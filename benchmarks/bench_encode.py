@@ -167,6 +167,16 @@ def run_variant(folder: Path, variant: str, args, pages: List[Image.Image], refe
     row['processor_s'] = clock(lambda: proc.process_queries(QUERIES[:1]), 3)['wall_s']
     with torch.inference_mode():
         row['model_forward_s'] = clock(lambda: enc.model(**batch), 3)['wall_s']
+    if args.profile:   # where a query's seconds go, by operator (self CPU time)
+        from torch.profiler import ProfilerActivity, profile
+
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            enc.model(**batch)
+        ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in ops)
+        row['profile_top_ops'] = [{'op': e.key, 'share': e.self_cpu_time_total / total, 'calls': e.count}
+                                  for e in ops[:8]]
+        print('    ' + ', '.join(f'{o["op"]} {o["share"]:.0%}' for o in row['profile_top_ops']), flush=True)
     batched = clock(lambda: enc._encode(QUERIES[:args.queries], proc.process_queries, args.queries), 1)
     row['query_batched_wall_s_per_query'] = batched['wall_s'] / args.queries
     embeddings = enc.encode_queries(QUERIES[:args.queries])
@@ -222,6 +232,7 @@ def main(argv=None) -> Dict:
                                                                      'changes only the language tower)')
     parser.add_argument('--workdir', default='/tmp/lazyllm_colpali_encode')
     parser.add_argument('--tiny', action='store_true', help='shrunk towers (smoke test of the script)')
+    parser.add_argument('--profile', action='store_true', help='operator profile of one query forward pass')
     parser.add_argument('--out', default='benchmarks/results/encode_cpu.json')
     args = parser.parse_args(argv)
     args.page_variants = args.page_variants.split(',')
@@ -234,10 +245,11 @@ def main(argv=None) -> Dict:
         folder = build_folder(family, workdir, args.tiny)
         print(f'{family} ({torch.get_num_threads()} threads):', flush=True)
         reference: Dict = {}
-        rows = [run_variant(folder, v, args, pages, reference) for v in args.variants.split(',')]
-        result['models'][family] = rows
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        rows = result['models'][family] = []
+        for variant in args.variants.split(','):   # saved after each: a later variant may run out of memory
+            rows.append(run_variant(folder, variant, args, pages, reference))
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=2))
     print(f'JSON written to {args.out}')
     return result
 
