@@ -38,11 +38,13 @@ class MaxSimRetriever:
     """Ranks pages by exact MaxSim, over every page or over candidates.
 
     Modes: ``exact`` scores every (filtered) page: exact by construction. ``candidates`` asks the store
-    (Milvus ANN over pooled page vectors) for ``candidate_budget`` pages (default: max(256, 1% of pages));
+    (Milvus ANN over pooled page vectors) for ``candidate_budget`` pages (default: max(256, 2% of pages));
     ``centroids`` uses an in-memory centroid inverted index (PLAID-style, see :mod:`.candidates`); both then
     score their candidates exactly; when the budget covers the collection they score it all (exact, and no
-    index to train). ``auto`` is exact up to ``exact_max_pages`` pages and ``centroids`` beyond (measured in
-    benchmarks/bench_scale.py with the fused kernel).
+    index to train). ``auto`` is exact up to ``exact_max_pages`` pages and ``centroids`` beyond: with the fused
+    kernel exhaustive search costs ~0.08 CPU-ms per page (20k pages: ~0.8 s on 2 cores, exact, nothing to
+    train), while the centroid path, though ~30x cheaper per query at 100k pages, costs an index build of
+    minutes on such a machine and recall@10 ~0.985 (measured in benchmarks/bench_maxsim.py, bench_scale.py).
 
     Scoring layout on CPU (``scoring_dtype``): ``float16`` scores the store's tokens as stored with the fused
     kernel (:mod:`.kernel`), no copy; ``int8`` derives per-token int8 codes in memory (half the bytes, top-10
@@ -121,8 +123,9 @@ class MaxSimRetriever:
 
     def budget(self, n_pages: int) -> int:
         # Measured (benchmarks/bench_scale.py): a fixed 256 kept recall@10 1.0 at 10k pages but 0.72 at 100k;
-        # 1% of the collection gave 0.93 there. So the default grows with the collection.
-        return self.candidate_budget or max(256, n_pages // 100)
+        # 1% of the collection gave 0.93 there; with the fused rerank, 2% gave 0.985 at 31x less CPU than the
+        # exhaustive kernel (benchmarks/results/scale_100k_h200host.json). So the default grows with the collection.
+        return self.candidate_budget or max(256, n_pages // 50)
 
     def _page_indices(self, query: torch.Tensor, packed: PackedMultiVectors, position: Dict[str, int],
                       filters: Filters) -> Optional[List[int]]:
