@@ -136,3 +136,11 @@ def test_quantize_option_is_checked():
         ColPaliEncoder('tiny:colqwen2', quantize='int4')
     with pytest.raises(ValueError, match='quantize="int8" is a CPU option'):
         ColPaliEncoder('tiny:colqwen2', device='cuda', quantize='int8')
+
+
+def test_compiled_encoder_gives_the_eager_embeddings(tiny_model_dir):
+    eager = ColPaliEncoder(str(tiny_model_dir('colqwen2')), device='cpu', query_cache_size=0)
+    compiled = ColPaliEncoder(str(tiny_model_dir('colqwen2')), device='cpu', query_cache_size=0, compile=True)
+    queries = ['what was the revenue in 2023?']
+    for a, b in zip(eager.encode_queries(queries), compiled.encode_queries(queries)):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
