@@ -204,7 +204,8 @@ def page_inputs(family: str, batch: int, device: str, tiny: bool) -> Dict:
     ids[:, 1:n_image + 1] = 151655
     mm_types = (ids == 151655).long()   # transformers 5 wants the image-token mask for M-RoPE
     return dict(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device),
-                mm_token_type_ids=mm_types.to(device), pixel_values=torch.randn(batch * grid_h * grid_w, 3 * 2 * 14 * 14, device=device,
+                mm_token_type_ids=mm_types.to(device),
+                pixel_values=torch.randn(batch * grid_h * grid_w, 3 * 2 * 14 * 14, device=device,
                                          dtype=torch.bfloat16),
                 image_grid_thw=torch.tensor([[1, grid_h, grid_w]] * batch, device=device))
 

@@ -269,7 +269,8 @@ def print_table(rows: List[Dict]) -> None:
           f'{"mem KiB/pg":>11}{"disk KiB/pg":>12}{"build s":>9}')
     for r in rows:
         print(f'{r["pages"]:>7}  {r["path"]:<48}{r["p50_ms"]:>9.1f}{r["p95_ms"]:>9.1f}{r["qps"]:>8.2f}'
-              f'{r["cpu_s_per_query"]:>8.3f}{r.get("cpu_vs_previous", float("nan")):>7.1f}{r["recall@10"]:>7.3f}{r["mem_bytes_per_page"] / 1024:>11.1f}{r["disk_bytes_per_page"] / 1024:>12.1f}'
+              f'{r["cpu_s_per_query"]:>8.3f}{r.get("cpu_vs_previous", float("nan")):>7.1f}{r["recall@10"]:>7.3f}'
+              f'{r["mem_bytes_per_page"] / 1024:>11.1f}{r["disk_bytes_per_page"] / 1024:>12.1f}'
               f'{r["build_s"]:>9.1f}')
 
 

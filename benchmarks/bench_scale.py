@@ -95,7 +95,8 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     index = CentroidIndex(n_centroids=args.centroids or None).build(corpus.pages)
     build_s = time.perf_counter() - start
-    print(f'centroid index k={len(index.centroids)}: built in {build_s:.0f} s, {index.nbytes / 2**20:.0f} MiB', flush=True)
+    print(f'centroid index k={len(index.centroids)}: built in {build_s:.0f} s, {index.nbytes / 2**20:.0f} MiB',
+          flush=True)
     rows = [{'path': 'exhaustive exact (fused kernel)', 'p50_ms': exhaustive_ms,
              'p95_ms': max(times), 'recall@10': 1.0, 'speedup': 1.0, 'cpu_s_per_query': exhaustive_cpu,
              'cpu_speedup': 1.0, 'queries': len(times)}]
@@ -119,7 +120,8 @@ def main(argv=None) -> dict:
     for r in rows:
         print(f'{r["path"]:<52}{r["p50_ms"]:>10.1f}{r["p95_ms"]:>10.1f}{r["recall@10"]:>7.3f}{r["speedup"]:>8.1f}'
               f'{r["cpu_s_per_query"]:>8.3f}{r["cpu_speedup"]:>7.1f}')
-    result = {'pages': n, 'tokens': args.tokens, 'threads': torch.get_num_threads(), 'in_memory': args.in_memory, 'gen_s': gen_s, 'index_build_s': build_s, 'k': len(index.centroids),
+    result = {'pages': n, 'tokens': args.tokens, 'threads': torch.get_num_threads(), 'in_memory': args.in_memory,
+              'gen_s': gen_s, 'index_build_s': build_s, 'k': len(index.centroids),
               'index_mib': index.nbytes / 2**20, 'batch_pass_s': batch_s, 'rows': rows}
     write_json(args.out, result)
     return result
