@@ -3,19 +3,27 @@
 For each collection size: query latency p50/p95 and queries/s of every path, recall@10 against
 exhaustive exact MaxSim (float32, computed in the same run), and bytes per page in memory / on disk.
 
-Paths: our exact fast path (float32 cache; fp16 streamed), colpali-engine's ``score_multi_vector``,
+Every row reports wall and CPU-seconds per query (the machine is shared: CPU-seconds are the fair measure)
+and its CPU ratio against the previous default (chunked matmul over a float32 cache) measured in the same run.
+
+Paths: our fused kernel (fp16 as stored, int8 + scale, fp32), the previous chunked-matmul path (float32
+cache; fp16 streamed; int8 decoded), colpali-engine's ``score_multi_vector``,
 a byaldi-style per-page loop, int8 and binary (sign) codes, binary candidates + exact rerank, the
 centroid index + exact rerank, Milvus Lite pooled-vector candidates + exact rerank (our store and
 retriever), and hierarchical token pooling (factor 2 and 3, on a subset: it costs ~0.26 s/page).
 
     python benchmarks/bench_maxsim.py --sizes 1000,10000 --out benchmarks/results/maxsim.json
     python benchmarks/bench_maxsim.py --sizes 300 --tokens 64 --queries 4 --pool-pages 20   # smoke
+    nice python benchmarks/bench_maxsim.py --sizes 5000,10000 --skip engine,byaldi,binary,milvus,pooling \
+        --out benchmarks/results/maxsim_fused.json                                             # kernel rows
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +41,8 @@ from synthetic import make_pages, make_queries  # noqa: E402
 from lazyllm_colpali import MaxSimRetriever, MilvusMultiVectorStore, PageRecord  # noqa: E402
 from lazyllm_colpali.retrieve.candidates import CentroidIndex  # noqa: E402
 from lazyllm_colpali.retrieve.compression import compress, token_bytes  # noqa: E402
-from lazyllm_colpali.retrieve.maxsim import maxsim_packed  # noqa: E402
+from lazyllm_colpali.retrieve import kernel  # noqa: E402
+from lazyllm_colpali.retrieve.maxsim import maxsim_matmul, maxsim_packed  # noqa: E402
 from lazyllm_colpali.store.vector_file import PackedMultiVectors  # noqa: E402
 
 K = 10
@@ -49,14 +58,16 @@ def recall_at_k(found: List[List[int]], truth: torch.Tensor) -> float:
 
 
 def time_queries(search: Callable[[torch.Tensor], List[int]], queries: List[torch.Tensor]) -> Dict:
-    search(queries[0])  # warm-up: caches, lazy builds
+    search(queries[0])  # warm-up: caches, lazy builds, JIT compile
     found, times = [], []
+    cpu_start = time.process_time()   # all threads of this process
     for q in queries:
         start = time.perf_counter()
         found.append(search(q))
         times.append((time.perf_counter() - start) * 1000)
+    cpu_s = (time.process_time() - cpu_start) / len(queries)
     return {'found': found, 'p50_ms': percentile(times, 50), 'p95_ms': percentile(times, 95),
-            'qps': 1000 / statistics.mean(times), 'queries': len(queries)}
+            'qps': 1000 / statistics.mean(times), 'queries': len(queries), 'cpu_s': cpu_s}
 
 
 def top_indices(scores: torch.Tensor) -> List[int]:
@@ -64,8 +75,25 @@ def top_indices(scores: torch.Tensor) -> List[int]:
 
 
 def rerank(packed: PackedMultiVectors, query: torch.Tensor, candidates: List[int]) -> List[int]:
-    scores = maxsim_packed([query], packed.subset(candidates))[0]
+    scores = maxsim_packed([query], packed, pages=candidates)[0]
     return [candidates[i] for i in top_indices(scores)]
+
+
+def compile_times() -> Dict:
+    """First-call seconds of the fused kernel in fresh processes: with an empty numba cache (compile and
+    write it) and again with that cache (what a CLI user pays on every later start)."""
+    code = ('import time, torch; from lazyllm_colpali.retrieve.kernel import maxsim_fused; '
+            'p = torch.randn(40, 128).half(); o = torch.tensor([0, 20, 40]); t = time.perf_counter(); '
+            'maxsim_fused([torch.randn(3, 128)], p, o); print(time.perf_counter() - t)')
+    result = {}
+    with tempfile.TemporaryDirectory(prefix='numba_cache_') as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for label in ('cold_compile_s', 'cached_load_s'):
+            done = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True)
+            result[label] = float(done.stdout.strip().splitlines()[-1])
+    print(f'fused kernel first call: {result["cold_compile_s"]:.2f} s compiling, {result["cached_load_s"]:.2f} s '
+          f'from the on-disk cache', flush=True)
+    return result
 
 
 def colpali_engine_path(pages: List[torch.Tensor]) -> Callable:
@@ -127,62 +155,84 @@ def run_size(n: int, args, workdir: Path) -> List[Dict]:
     fp32 = compress(fp16, 'float32')
     queries = make_queries(corpus, args.queries, query_tokens=args.query_tokens)
     slow_queries = queries[:args.slow_queries]
-    truth = maxsim_packed(queries, fp32).topk(min(K, n), dim=1).indices
+    truth = maxsim_matmul(queries, fp32).topk(min(K, n), dim=1).indices
     truth_slow = truth[:len(slow_queries)]
     disk_fp16 = 2 * fp16.tokens.shape[1]
     rows = []
+    skip = set(args.skip)
+    baseline = {}
 
     def add(path: str, result: Dict, mem_bytes: float, disk_bytes: float, truth_rows=truth, build_s=0.0, note=''):
+        if not baseline:
+            baseline.update(result)
         rows.append({'pages': n, 'path': path, 'p50_ms': result['p50_ms'], 'p95_ms': result['p95_ms'],
-                     'qps': result['qps'], 'recall@10': recall_at_k(result['found'], truth_rows),
+                     'qps': result['qps'], 'cpu_s_per_query': result['cpu_s'],
+                     'cpu_vs_previous': baseline['cpu_s'] / result['cpu_s'],
+                     'recall@10': recall_at_k(result['found'], truth_rows),
                      'mem_bytes_per_page': mem_bytes / n, 'disk_bytes_per_page': disk_bytes / n,
                      'build_s': build_s, 'queries': result['queries'], 'note': note})
-        print(f'  {path:<38} p50 {result["p50_ms"]:9.1f} ms  recall@10 {rows[-1]["recall@10"]:.3f}', flush=True)
+        print(f'  {path:<44} p50 {result["p50_ms"]:9.1f} ms  CPU {result["cpu_s"]:7.3f} s '
+              f'({rows[-1]["cpu_vs_previous"]:5.1f}x less)  recall@10 {rows[-1]["recall@10"]:.3f}', flush=True)
 
     tokens = int(fp16.offsets[-1])
-    add('exact fp32 cache (ours, reference)', time_queries(lambda q: top_indices(maxsim_packed([q], fp32)[0]), queries),
-        token_bytes(fp32), tokens * disk_fp16)
-    add('exact fp16 streamed (ours)', time_queries(lambda q: top_indices(maxsim_packed([q], fp16)[0]), slow_queries),
-        token_bytes(fp16), tokens * disk_fp16, truth_slow)
-    pages32 = fp32.unpack()
-    add('colpali-engine score_multi_vector', time_queries(colpali_engine_path(pages32), slow_queries),
-        token_bytes(fp32), tokens * disk_fp16, truth_slow)
-    add('byaldi-style per-page loop', time_queries(byaldi_loop_path(pages32), slow_queries),
-        token_bytes(fp32), tokens * disk_fp16, truth_slow)
+    # The baseline first: the previous default (chunked matmul over a float32 copy kept in memory).
+    add('matmul fp32 cache (previous default)',
+        time_queries(lambda q: top_indices(maxsim_matmul([q], fp32)[0]), queries),
+        token_bytes(fp32) + token_bytes(fp16), tokens * disk_fp16, note='baseline of cpu_vs_previous')
     int8 = compress(fp16, 'int8')
-    add('int8 codes, exhaustive', time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), slow_queries),
+    if kernel.available():
+        add('fused kernel fp16 (ours, default)', time_queries(lambda q: top_indices(maxsim_packed([q], fp16)[0]),
+                                                              queries), token_bytes(fp16), tokens * disk_fp16)
+        add('fused kernel int8 + scale (ours)', time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]),
+                                                             queries), token_bytes(int8), token_bytes(int8))
+        add('fused kernel fp32 (ours)', time_queries(lambda q: top_indices(maxsim_packed([q], fp32)[0]), queries),
+            token_bytes(fp32), tokens * disk_fp16)
+    add('matmul fp16 streamed (previous)',
+        time_queries(lambda q: top_indices(maxsim_matmul([q], fp16)[0]), slow_queries),
+        token_bytes(fp16), tokens * disk_fp16, truth_slow)
+    add('matmul int8 decoded (previous)',
+        time_queries(lambda q: top_indices(maxsim_matmul([q], int8)[0]), slow_queries),
         token_bytes(int8), token_bytes(int8), truth_slow)
-    binary = compress(fp16, 'binary')
-    for budget in args.budgets:
-        add(f'binary candidates + rerank@{budget}',
-            time_queries(lambda q: rerank(fp32, q, maxsim_packed([q], binary)[0].topk(min(budget, n)).indices.tolist()),
-                         slow_queries), token_bytes(binary) + token_bytes(fp32),
-            token_bytes(binary) + tokens * disk_fp16, truth_slow, note='memory: binary codes + float32 rerank cache')
-    start = time.perf_counter()
-    index = CentroidIndex(nprobe=args.nprobe).build(fp16)
-    build_s = time.perf_counter() - start
-    for budget in args.budgets:
-        add(f'centroids (k={len(index.centroids)}, nprobe={args.nprobe}) + rerank@{budget}',
-            time_queries(lambda q: rerank(fp32, q, index.candidates(q, budget).tolist()), queries),
-            index.nbytes + token_bytes(fp32), index.nbytes + tokens * disk_fp16, build_s=build_s,
-            note='memory: index + float32 rerank cache')
-    if not args.no_milvus:
+    pages32 = fp32.unpack()
+    if 'engine' not in skip:
+        add('colpali-engine score_multi_vector', time_queries(colpali_engine_path(pages32), slow_queries),
+            token_bytes(fp32), tokens * disk_fp16, truth_slow)
+    if 'byaldi' not in skip:
+        add('byaldi-style per-page loop', time_queries(byaldi_loop_path(pages32), slow_queries),
+            token_bytes(fp32), tokens * disk_fp16, truth_slow)
+    if 'binary' not in skip:
+        binary = compress(fp16, 'binary')
+        for budget in args.budgets:
+            add(f'binary candidates + rerank@{budget}',
+                time_queries(lambda q: rerank(fp16, q, maxsim_packed([q], binary)[0].topk(min(budget, n)).indices
+                                              .tolist()), slow_queries), token_bytes(binary) + token_bytes(fp16),
+                token_bytes(binary) + tokens * disk_fp16, truth_slow, note='memory: binary codes + fp16 rerank')
+    if 'centroids' not in skip:
+        start = time.perf_counter()
+        index = CentroidIndex(nprobe=args.nprobe).build(fp16)
+        build_s = time.perf_counter() - start
+        for budget in args.budgets:
+            add(f'centroids (k={len(index.centroids)}, nprobe={args.nprobe}) + rerank@{budget}',
+                time_queries(lambda q: rerank(fp16, q, index.candidates(q, budget).tolist()), queries),
+                index.nbytes + token_bytes(fp16), index.nbytes + tokens * disk_fp16, build_s=build_s,
+                note='memory: index + fp16 tokens (the fused rerank reads them as stored)')
+    if 'milvus' not in skip:
         store, search, build_s, disk = milvus_path(fp16, workdir / f'milvus_{n}', args.budgets[-1])
         add(f'milvus lite pooled candidates + rerank@{args.budgets[-1]}', time_queries(search, queries),
-            token_bytes(fp32), disk, build_s=build_s, note='our store + retriever, mode=candidates')
+            token_bytes(fp16), disk, build_s=build_s, note='our store + retriever, mode=candidates')
         store.close()
     if args.milvus_server:
         proc, uri = start_milvus_server(workdir / f'server_{n}')
         try:
             store, search, build_s, disk = milvus_path(fp16, workdir / f'milvus_server_{n}', args.budgets[-1], uri)
             add(f'milvus server (gRPC, HNSW) pooled candidates + rerank@{args.budgets[-1]}',
-                time_queries(search, queries), token_bytes(fp32), disk, build_s=build_s,
+                time_queries(search, queries), token_bytes(fp16), disk, build_s=build_s,
                 note=f'same store code on {uri} (milvus-lite server)')
             store.close()
         finally:
             proc.kill()
             proc.wait(30)
-    if args.pool_pages:
+    if args.pool_pages and 'pooling' not in skip:
         rows.extend(pooling_rows(fp32, queries, min(args.pool_pages, n)))
     return rows
 
@@ -200,7 +250,7 @@ def pooling_rows(fp32: PackedMultiVectors, queries: List[torch.Tensor], m: int) 
         packed = PackedMultiVectors.from_list(subset.page_ids, [p.float() for p in pooled])
         result = time_queries(lambda q: top_indices(maxsim_packed([q], packed)[0]), queries)
         rows.append({'pages': m, 'path': f'token pooling x{factor} (subset)', 'p50_ms': result['p50_ms'],
-                     'p95_ms': result['p95_ms'], 'qps': result['qps'],
+                     'p95_ms': result['p95_ms'], 'qps': result['qps'], 'cpu_s_per_query': result['cpu_s'],
                      'recall@10': recall_at_k(result['found'], truth),
                      'mem_bytes_per_page': token_bytes(packed) / m, 'disk_bytes_per_page': token_bytes(packed) / 2 / m,
                      'build_s': pool_s * m, 'queries': result['queries'],
@@ -216,11 +266,12 @@ def write_json(path: str, result: Dict) -> None:
 
 
 def print_table(rows: List[Dict]) -> None:
-    print(f'\n{"pages":>7}  {"path":<48}{"p50 ms":>9}{"p95 ms":>9}{"q/s":>8}{"R@10":>7}'
+    print(f'\n{"pages":>7}  {"path":<48}{"p50 ms":>9}{"p95 ms":>9}{"q/s":>8}{"CPU s/q":>8}{"x less":>7}{"R@10":>7}'
           f'{"mem KiB/pg":>11}{"disk KiB/pg":>12}{"build s":>9}')
     for r in rows:
         print(f'{r["pages"]:>7}  {r["path"]:<48}{r["p50_ms"]:>9.1f}{r["p95_ms"]:>9.1f}{r["qps"]:>8.2f}'
-              f'{r["recall@10"]:>7.3f}{r["mem_bytes_per_page"] / 1024:>11.1f}{r["disk_bytes_per_page"] / 1024:>12.1f}'
+              f'{r["cpu_s_per_query"]:>8.3f}{r.get("cpu_vs_previous", float("nan")):>7.1f}{r["recall@10"]:>7.3f}'
+              f'{r["mem_bytes_per_page"] / 1024:>11.1f}{r["disk_bytes_per_page"] / 1024:>12.1f}'
               f'{r["build_s"]:>9.1f}')
 
 
@@ -235,21 +286,27 @@ def main(argv=None) -> Dict:
     parser.add_argument('--budgets', default='100,256', help='candidate budgets for rerank paths')
     parser.add_argument('--nprobe', type=int, default=4)
     parser.add_argument('--pool-pages', type=int, default=200, help='pages to pool for the pooling rows (0: skip)')
-    parser.add_argument('--no-milvus', action='store_true')
+    parser.add_argument('--no-milvus', action='store_true', help='same as --skip milvus')
+    parser.add_argument('--skip', default='', help='comma list of path groups to leave out: engine, byaldi, '
+                                                   'binary, centroids, milvus, pooling')
     parser.add_argument('--milvus-server', action='store_true', help='also run the store against a local Milvus '
                                                                      'server (milvus-lite server, gRPC)')
     parser.add_argument('--out', default='benchmarks/results/maxsim.json')
     args = parser.parse_args(argv)
     args.budgets = [int(b) for b in args.budgets.split(',')]
+    args.skip = [g for g in args.skip.split(',') if g] + (['milvus'] if args.no_milvus else [])
     torch.manual_seed(0)
     rows: List[Dict] = []
+    compile_s = compile_times() if kernel.available() else None
     with tempfile.TemporaryDirectory(prefix='bench_maxsim_') as work:
         for n in (int(s) for s in args.sizes.split(',')):
             print(f'{n} pages x {args.tokens} tokens ({"variable" if args.variable else "fixed"}), '
                   f'{torch.get_num_threads()} threads', flush=True)
             rows.extend(run_size(n, args, Path(work)))
     print_table(rows)
-    result = {'args': vars(args), 'torch_threads': torch.get_num_threads(), 'rows': rows}
+    result = {'args': vars(args), 'torch_threads': torch.get_num_threads(), 'kernel_compile': compile_s,
+              'numba_threads': kernel.numba.get_num_threads() if kernel.available() else None,
+              'load_avg_at_end': os.getloadavg(), 'rows': rows}
     write_json(args.out, result)
     return result
 

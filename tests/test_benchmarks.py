@@ -31,3 +31,34 @@ def test_bench_scale_smoke(tmp_path):
     rows = {r['path']: r for r in json.loads(out.read_text())['rows']}
     assert len(result['rows']) == 5
     assert rows['centroids k=32 nprobe=4 + rerank@300']['recall@10'] == 1.0   # budget covers every page: exact
+    assert rows['exhaustive exact (fused kernel)']['cpu_s_per_query'] > 0 and result['k'] == 32
+
+
+def test_bench_gpu_smoke_on_cpu(tmp_path):
+    # The GPU script at tiny size on the CPU: both parts run and write rows (the H200 numbers live in
+    # benchmarks/results/gpu_h200*.json).
+    import bench_gpu
+
+    out = tmp_path / 'gpu.json'
+    result = bench_gpu.main(['--tiny', '--device', 'cpu', '--pages', '40', '--tokens', '30', '--chunks', '512',
+                             '--batch-queries', '2', '--page-batches', '1', '--query-batches', '2', '--repeats', '1',
+                             '--out', str(out)])
+    rows = json.loads(out.read_text())['rows']
+    assert 'errors' not in result
+    maxsim = [r for r in rows if r['kind'] == 'maxsim']
+    assert len(maxsim) == 2 and all(r['max_abs_diff_vs_first'] == 0.0 and r['bound_s'] > 0 for r in maxsim)
+    pages = {r['model']: r for r in rows if r['kind'] == 'encode_pages'}
+    assert set(pages) == {'colsmol-256m', 'colqwen2-2b'} and all(r['finite'] for r in pages.values())
+    assert pages['colsmol-256m']['tokens_per_page'] == 17 * 64 + 20
+
+
+def test_bench_encode_smoke(tmp_path):
+    import bench_encode
+
+    out = tmp_path / 'encode.json'
+    result = bench_encode.main(['--tiny', '--models', 'colqwen2-2b', '--variants', 'fp32,int8', '--queries', '2',
+                                '--pages', '0', '--workdir', str(tmp_path / 'models'), '--out', str(out)])
+    fp32, int8 = json.loads(out.read_text())['models']['colqwen2-2b']
+    assert fp32['query_cpu_s'] > 0 and fp32['query_tokens'] > 0 and 'query_emb_cos_vs_ref' not in fp32
+    assert 0.9 < int8['query_emb_cos_vs_ref'] <= 1.0 and 0.0 <= int8['top10_overlap_vs_ref'] <= 1.0
+    assert result['models']['colqwen2-2b'][0]['cached_query_s'] < fp32['query_wall_s']

@@ -86,6 +86,19 @@ def test_gpu_path_matches_the_reference(corpus):
     assert torch.allclose(gpu, maxsim_packed(queries, compress(corpus.pages, 'float32')), atol=2e-2)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_gpu_resident_tokens_take_the_fused_kernel_and_match(corpus):
+    from lazyllm_colpali.retrieve import kernel_gpu
+    from lazyllm_colpali.store.vector_file import PackedMultiVectors
+
+    queries = make_queries(corpus, 4)
+    on_gpu = PackedMultiVectors(corpus.pages.page_ids, corpus.pages.tokens.cuda(), corpus.pages.offsets)
+    assert kernel_gpu.available(on_gpu.tokens)
+    got = maxsim_packed(queries, on_gpu, device='cuda', pages=[5, 0, 7])
+    expected = maxsim_packed(queries, compress(corpus.pages, 'float32'))[:, [5, 0, 7]]
+    assert torch.allclose(got, expected, atol=2e-2)
+
+
 def test_benchmark_smoke(tmp_path):
     import json
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
@@ -94,10 +107,15 @@ def test_benchmark_smoke(tmp_path):
     out = tmp_path / 'maxsim.json'
     result = bench_maxsim.main(['--sizes', '120', '--tokens', '32', '--queries', '3', '--slow-queries', '2',
                                 '--pool-pages', '8', '--budgets', '10,40', '--milvus-server', '--out', str(out)])
-    rows = {r['path']: r for r in json.loads(out.read_text())['rows']}
-    assert rows['exact fp32 cache (ours, reference)']['recall@10'] == 1.0
+    data = json.loads(out.read_text())
+    rows = {r['path']: r for r in data['rows']}
+    assert rows['matmul fp32 cache (previous default)']['recall@10'] == 1.0
+    assert rows['matmul fp32 cache (previous default)']['cpu_vs_previous'] == 1.0
+    assert rows['fused kernel fp16 (ours, default)']['recall@10'] == 1.0
+    assert rows['fused kernel fp16 (ours, default)']['cpu_s_per_query'] > 0
     assert rows['colpali-engine score_multi_vector']['recall@10'] == 1.0
-    assert any(p.startswith('milvus lite') for p in rows) and len(result['rows']) == 13
+    assert data['kernel_compile']['cached_load_s'] > 0
+    assert any(p.startswith('milvus lite') for p in rows) and len(result['rows']) == 16
     server = rows['milvus server (gRPC, HNSW) pooled candidates + rerank@40']
     assert 0.0 < server['recall@10'] <= 1.0 and server['p50_ms'] > 0
 
@@ -112,3 +130,66 @@ def test_centroid_index_sync_equals_a_fresh_build_with_the_same_centroids(corpus
     fresh.sync(later)
     assert torch.equal(index.list_pages, fresh.list_pages) and torch.equal(index.list_offsets, fresh.list_offsets)
     assert index.n_pages == 250 and sorted(index._page_centroids) == sorted(later.page_ids)
+
+
+def _store_with(db_path, corpus, n):
+    from lazyllm_colpali import MilvusMultiVectorStore, PageRecord
+
+    store = MilvusMultiVectorStore(db_path, dim=128)
+    store.add([(PageRecord(page_id=p, doc_id='d', source='s', file_name='f.pdf', page_number=i + 1, width=0,
+                           height=0), corpus.pages.page(i), None) for i, p in enumerate(corpus.pages.page_ids[:n])])
+    return store
+
+
+def test_small_collections_score_exactly_without_training_an_index(db_path, corpus):
+    # Regression: at ~40 pages the first `centroids` query trained k-means for 19-26 s. A budget that covers
+    # the collection now scores every page directly: the same answer as exact, and no index is built.
+    from lazyllm_colpali import MaxSimRetriever
+
+    store = _store_with(db_path, corpus, 40)
+    query = make_queries(corpus, 1)[0]
+    exact = MaxSimRetriever(store, mode='exact').search_vectors(query, 5)
+    for mode in ('centroids', 'candidates'):
+        retriever = MaxSimRetriever(store, mode=mode)    # default budget max(256, 1%) >= 40 pages
+        assert [h.page_id for h in retriever.search_vectors(query, 5)] == [h.page_id for h in exact]
+        assert retriever._centroids is None
+    store.close()
+
+
+def test_int8_scoring_layout_keeps_the_ranking_and_bad_dtype_is_named(db_path, corpus):
+    from lazyllm_colpali import MaxSimRetriever
+
+    store = _store_with(db_path, corpus, 120)
+    queries = make_queries(corpus, 4)
+    fp16, int8 = MaxSimRetriever(store, mode='exact'), MaxSimRetriever(store, mode='exact', scoring_dtype='int8')
+    for q in queries:
+        a, b = fp16.search_vectors(q, 5), int8.search_vectors(q, 5)
+        assert [h.page_id for h in a][:3] == [h.page_id for h in b][:3]
+        assert abs(a[0].score - b[0].score) < 0.05
+    assert type(int8._collection()[1].tokens).__name__ == 'Int8Tokens'
+    assert fp16._collection()[1].tokens is fp16._collection()[0].tokens   # fp16: scored as stored, no copy
+    with pytest.raises(ValueError, match='scoring_dtype must be one of float16, int8, float32'):
+        MaxSimRetriever(store, scoring_dtype='bfloat16')
+    store.close()
+
+
+def test_centroid_index_state_round_trip_needs_no_retraining(corpus):
+    first = corpus.pages.subset(list(range(200)))
+    index = CentroidIndex(n_centroids=64, nprobe=3).build(first)
+    state = index.state_dict()
+    assert state['page_ids'] == first.page_ids and state['centroids'].shape == (64, 128)
+    later = corpus.pages.subset(list(range(50, 300)))
+    restored = CentroidIndex.from_state_dict(state).sync(later)
+    index.sync(later)
+    assert torch.equal(restored.list_pages, index.list_pages) and torch.equal(restored.list_offsets,
+                                                                              index.list_offsets)
+    query = make_queries(corpus, 1)[0]
+    assert torch.equal(restored.candidates(query, 20), index.candidates(query, 20)) and restored.nprobe == 3
+    with pytest.raises(ValueError, match='version 0 is not 1; rebuild the index'):
+        CentroidIndex.from_state_dict(dict(state, version=0))
+
+
+def test_default_centroid_count_shrinks_with_small_collections():
+    assert CentroidIndex.default_k(40 * 1030) == 512          # was 1024 before the T/64 cap
+    assert CentroidIndex.default_k(10_000 * 1030) == 4096
+    assert CentroidIndex.default_k(10) == 16

@@ -4,7 +4,7 @@ vectors are compared against the reference computed on the same fp16-rounded vec
 import pytest
 import torch
 
-from lazyllm_colpali.retrieve.maxsim import maxsim_packed, maxsim_reference, topk
+from lazyllm_colpali.retrieve.maxsim import maxsim_matmul, maxsim_packed, maxsim_reference, topk
 from lazyllm_colpali.store.vector_file import PackedMultiVectors
 
 
@@ -86,3 +86,78 @@ def test_subset_and_unpack_round_trip():
 def test_topk_is_stable_on_ties():
     values, indices = topk(torch.tensor([[1.0, 3.0, 3.0, 2.0]]), 3)
     assert indices.tolist() == [[1, 2, 3]] and values.tolist() == [[3.0, 3.0, 2.0]]
+
+
+# The fused CPU kernel (retrieve/kernel.py) against the reference. Tolerances: float32 and fp16 tokens are
+# exact up to float32 summation order (1e-4 on sums of up to ~100 unit dot products); int8 codes are
+# compared with the reference on the decoded (codes x scale) vectors, the same numbers the kernel uses.
+kernel = pytest.importorskip('lazyllm_colpali.retrieve.kernel')
+needs_kernel = pytest.mark.skipif(not kernel.available(), reason='numba is not installed')
+
+
+@needs_kernel
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+@pytest.mark.parametrize('lengths,dim', [([64], 128), ([64, 33, 5, 100, 1, 2, 3], 128), ([7, 1, 13], 67),
+                                         ([4], 1)])
+def test_fused_kernel_matches_reference(dtype, lengths, dim):
+    pages = [p.to(dtype) for p in _pages(23, lengths, dim=dim)]
+    queries = [_unit(7, dim), _unit(1, dim), torch.randn(12, dim)]
+    packed = PackedMultiVectors.from_list([str(i) for i in range(len(pages))], pages)
+    got = kernel.maxsim_fused(queries, packed.tokens, packed.offsets)
+    assert got.shape == (3, 23) and got.dtype == torch.float32
+    assert torch.allclose(got, maxsim_reference(queries, pages), atol=1e-4, rtol=1e-5)
+    assert torch.equal(maxsim_packed(queries, packed), got)   # the CPU fast path is this kernel
+
+
+@needs_kernel
+def test_fused_kernel_reads_int8_codes_with_their_scales():
+    from lazyllm_colpali.retrieve.compression import Int8Tokens
+
+    pages = _pages(30, [40, 9, 77], dim=128)
+    packed = PackedMultiVectors.from_list([str(i) for i in range(30)], pages)
+    codes = Int8Tokens.encode(packed.tokens)
+    decoded = [codes[int(packed.offsets[i]):int(packed.offsets[i + 1])] for i in range(30)]
+    queries = [_unit(20, 128), _unit(3, 128)]
+    got = kernel.maxsim_fused(queries, codes, packed.offsets)
+    assert torch.allclose(got, maxsim_reference(queries, decoded), atol=1e-4)
+    # and close to the float32 scores: int8 error per coordinate <= scale / 2
+    assert (got - maxsim_reference(queries, pages)).abs().max() < 0.05 * 20
+
+
+@needs_kernel
+def test_fused_kernel_scores_chosen_pages_in_the_given_order():
+    pages = _pages(12, [10, 3], dim=16)
+    packed = PackedMultiVectors.from_list([str(i) for i in range(12)], pages)
+    query = [_unit(5, 16)]
+    full = kernel.maxsim_fused(query, packed.tokens, packed.offsets)
+    picked = maxsim_packed(query, packed, pages=[7, 2, 7, 0])
+    assert torch.equal(picked, full[:, [7, 2, 7, 0]])
+    assert torch.allclose(maxsim_matmul(query, packed.subset([7, 2, 7, 0])), picked, atol=1e-5)
+
+
+@needs_kernel
+def test_empty_pages_rank_last_in_both_paths():
+    pages = [_unit(3, 8), torch.zeros(0, 8), _unit(2, 8)]
+    packed = PackedMultiVectors.from_list(['a', 'empty', 'c'], pages)
+    query = [_unit(4, 8)]
+    fused = kernel.maxsim_fused(query, packed.tokens, packed.offsets)
+    assert fused[0, 1] == -torch.inf and torch.isfinite(fused[0, [0, 2]]).all()
+    assert torch.equal(torch.isinf(maxsim_matmul(query, packed)), torch.isinf(fused))
+    assert torch.allclose(fused[0, [0, 2]], maxsim_reference(query, [pages[0], pages[2]])[0], atol=1e-5)
+
+
+@needs_kernel
+def test_fused_kernel_rejects_a_dimension_mismatch():
+    packed = PackedMultiVectors.from_list(['a'], [_unit(3, 8)])
+    with pytest.raises(ValueError, match='query dim 16 does not match the stored dim 8'):
+        kernel.maxsim_fused([_unit(2, 16)], packed.tokens, packed.offsets)
+
+
+def test_kernel_can_be_switched_off_for_the_matmul_path(monkeypatch):
+    monkeypatch.setenv('LAZYLLM_COLPALI_KERNEL', 'torch')
+    assert not kernel.available()
+    pages = _pages(5, [6, 2], dim=8)
+    packed = PackedMultiVectors.from_list(list('abcde'), pages)
+    query = [_unit(3, 8)]
+    assert torch.allclose(maxsim_packed(query, packed, pages=[4, 0]), maxsim_reference(query, [pages[4], pages[0]]),
+                          atol=1e-5)

@@ -92,3 +92,51 @@ def test_unreachable_hub_without_offline_mode_fails_in_seconds(tmp_path):
             'except lc.ModelNotFoundError as e:\n    print("CLEAR", e)\n')
     out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
     assert 'CLEAR' in out.stdout and 'cannot be reached' in out.stdout, out.stderr[-2000:]
+
+
+def test_query_cache_returns_the_same_embeddings_without_a_forward_pass(tiny_model_dir, monkeypatch):
+    enc = ColPaliEncoder(str(tiny_model_dir('colqwen2')), device='cpu', query_cache_size=2).load()
+    calls = []
+    real = enc._encode
+    monkeypatch.setattr(enc, '_encode', lambda items, *a: calls.append(list(items)) or real(items, *a))
+    first = enc.encode_queries(['revenue', 'pump', 'revenue'])
+    assert calls == [['revenue', 'pump']]                 # duplicates encoded once
+    assert torch.equal(first[0], first[2])
+    first[0].zero_()                                      # a caller's edit must not reach the cache
+    again = enc.encode_queries(['pump', 'revenue'])
+    assert len(calls) == 1 and torch.equal(again[0], first[1]) and again[1].abs().sum() > 0
+    enc.encode_queries(['valve'])                         # LRU: 'pump' was used less recently than 'revenue'
+    assert list(enc._query_cache) == ['revenue', 'valve']
+    uncached = ColPaliEncoder(str(tiny_model_dir('colqwen2')), device='cpu', query_cache_size=0)
+    assert torch.allclose(uncached.encode_queries(['revenue'])[0], again[1], atol=1e-5)
+
+
+def test_int8_language_tower_keeps_query_embeddings(tiny_model_dir):
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    full = ColPaliEncoder(str(tiny_model_dir('colqwen2')), device='cpu', query_cache_size=0)
+    int8 = ColPaliEncoder(str(tiny_model_dir('colqwen2')), device='cpu', quantize='int8', query_cache_size=0)
+    queries = ['what was the revenue in 2023?', 'pump maintenance interval']
+    for a, b in zip(full.encode_queries(queries), int8.encode_queries(queries)):
+        assert a.shape == b.shape
+        assert torch.nn.functional.cosine_similarity(a, b, dim=1).min() > 0.98
+    kinds = {name: type(m) for name, m in int8.model.named_modules()}
+    assert any(k is DynamicInt8Linear for n, k in kinds.items() if 'language_model' in n)
+    assert not any(k is DynamicInt8Linear for n, k in kinds.items() if 'visual' in n or n == 'custom_text_proj')
+    page = int8.encode_images([_page('Revenue 2023')])[0]      # pages still run (vision tower untouched)
+    assert page.shape[1] == 128 and torch.isfinite(page).all()
+
+
+def test_quantize_option_is_checked():
+    with pytest.raises(ValueError, match='quantize must be None or "int8"'):
+        ColPaliEncoder('tiny:colqwen2', quantize='int4')
+    with pytest.raises(ValueError, match='quantize="int8" is a CPU option'):
+        ColPaliEncoder('tiny:colqwen2', device='cuda', quantize='int8')
+
+
+def test_compiled_encoder_gives_the_eager_embeddings(tiny_model_dir):
+    eager = ColPaliEncoder(str(tiny_model_dir('colqwen2')), device='cpu', query_cache_size=0)
+    compiled = ColPaliEncoder(str(tiny_model_dir('colqwen2')), device='cpu', query_cache_size=0, compile=True)
+    queries = ['what was the revenue in 2023?']
+    for a, b in zip(eager.encode_queries(queries), compiled.encode_queries(queries)):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)

@@ -9,11 +9,26 @@ The best ``budget`` pages are then scored exactly (rerank), so results are exact
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 
 from ..store.vector_file import PackedMultiVectors
+
+
+def _assign_dtype() -> torch.dtype:
+    """bf16 for nearest-centroid matmuls where the CPU has bf16 units (measured 3.7x the fp32 GEMM rate on the
+    dev machine's AVX-512-BF16 cores); a rounding-level tie may flip, which an approximate index tolerates."""
+    try:
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    except (AttributeError, RuntimeError):
+        return torch.float32
+
+
+def nearest(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Index of the best centroid (max dot product) for each row of ``x``."""
+    dtype = _assign_dtype()
+    return (x.to(dtype) @ centroids.to(dtype).T).argmax(dim=1)
 
 
 def kmeans(sample: torch.Tensor, k: int, iters: int = 10, seed: int = 0) -> torch.Tensor:
@@ -22,7 +37,7 @@ def kmeans(sample: torch.Tensor, k: int, iters: int = 10, seed: int = 0) -> torc
     x = torch.nn.functional.normalize(sample.float(), dim=1)
     centroids = x[torch.randperm(len(x), generator=generator)[:k]].clone()
     for _ in range(iters):
-        assign = (x @ centroids.T).argmax(dim=1)
+        assign = nearest(x, centroids)
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)
         counts = torch.bincount(assign, minlength=k).unsqueeze(1)
         empty = counts.squeeze(1) == 0   # re-seed empty clusters with random points
@@ -45,13 +60,24 @@ class CentroidIndex:
         self.centroids: Optional[torch.Tensor] = None
         self._page_centroids: Dict[str, torch.Tensor] = {}
 
+    STATE_VERSION = 1
+
+    @staticmethod
+    def default_k(n_tokens: int) -> int:
+        """~4 sqrt(T) centroids (PLAID uses more), at most 4096 so that assignment stays affordable on a CPU,
+        and at most T/64 so that a small collection trains few centroids on few tokens (40 pages x 1030
+        tokens: 512, not 1024; the k-means cost is sample x k)."""
+        k = 2 ** round(math.log2(4 * math.sqrt(max(n_tokens, 1))))
+        cap = 2 ** int(math.log2(max(n_tokens // 64, 16)))
+        return int(max(16, min(4096, k, cap)))
+
     def build(self, packed: PackedMultiVectors) -> 'CentroidIndex':
         """Train centroids on a sample of ``packed`` and index every page."""
         n_tokens = int(packed.offsets[-1])
-        # ~4 sqrt(T) centroids (PLAID uses more), capped so assignment stays affordable on a CPU.
-        k = self.n_centroids or int(min(4096, max(64, 2 ** round(math.log2(4 * math.sqrt(n_tokens))))))
+        k = min(self.n_centroids or self.default_k(n_tokens), n_tokens)
         generator = torch.Generator().manual_seed(self.seed)
-        pick = torch.randperm(n_tokens, generator=generator)[:max(self.sample_tokens, k)]
+        # ~64 sample tokens per centroid are plenty for k-means; more only costs time.
+        pick = torch.randperm(n_tokens, generator=generator)[:max(min(self.sample_tokens, 64 * k), k)]
         self.centroids = kmeans(packed.tokens[pick], k, seed=self.seed)   # tokens: a float16/float32 tensor
         self._page_centroids = {}
         return self.sync(packed)
@@ -59,9 +85,9 @@ class CentroidIndex:
     def sync(self, packed: PackedMultiVectors) -> 'CentroidIndex':
         """Index pages of ``packed`` not seen yet, forget pages no longer there, rebuild the lists."""
         new = [i for i, p in enumerate(packed.page_ids) if p not in self._page_centroids]
-        for a in range(0, len(new), 64):
-            batch = new[a:a + 64]
-            codes = (packed.subset(batch).tokens.float() @ self.centroids.T).argmax(dim=1)
+        for a in range(0, len(new), 256):
+            batch = new[a:a + 256]
+            codes = nearest(packed.subset(batch).tokens, self.centroids)
             for i, page_codes in zip(batch, codes.split(packed.lengths[batch].tolist())):
                 self._page_centroids[packed.page_ids[i]] = torch.unique(page_codes).int()
         live = set(packed.page_ids)
@@ -76,6 +102,34 @@ class CentroidIndex:
         self.list_offsets[1:] = torch.cumsum(torch.bincount(cents, minlength=len(self.centroids)), 0)
         self.n_pages = len(packed)
         return self
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything needed to restore the index without retraining, as plain tensors and lists: the
+        centroids and, per page id, the centroid set its tokens fall in. ``page_ids`` says which collection
+        version it describes; :meth:`sync` after :meth:`from_state_dict` indexes only the pages added since."""
+        ids = list(self._page_centroids)
+        sets = [self._page_centroids[p] for p in ids]
+        offsets = torch.zeros(len(sets) + 1, dtype=torch.int64)
+        offsets[1:] = torch.cumsum(torch.tensor([len(c) for c in sets], dtype=torch.int64), 0)
+        return {'version': self.STATE_VERSION, 'nprobe': self.nprobe, 'seed': self.seed,
+                'sample_tokens': self.sample_tokens, 'centroids': self.centroids.clone(), 'page_ids': ids,
+                'page_codes': torch.cat(sets) if sets else torch.zeros(0, dtype=torch.int32),
+                'page_code_offsets': offsets}
+
+    @classmethod
+    def from_state_dict(cls, state: Dict[str, Any]) -> 'CentroidIndex':
+        """An index restored from :meth:`state_dict`; call :meth:`sync` with the current pages before querying."""
+        if state.get('version') != cls.STATE_VERSION:
+            raise ValueError(f'centroid index state version {state.get("version")!r} is not '
+                             f'{cls.STATE_VERSION}; rebuild the index')
+        centroids = state['centroids']
+        index = cls(n_centroids=len(centroids), nprobe=state['nprobe'], sample_tokens=state['sample_tokens'],
+                    seed=state['seed'])
+        index.centroids = centroids.float()
+        offsets = state['page_code_offsets'].tolist()
+        codes = state['page_codes'].int()
+        index._page_centroids = {p: codes[offsets[i]:offsets[i + 1]] for i, p in enumerate(state['page_ids'])}
+        return index
 
     @property
     def nbytes(self) -> int:

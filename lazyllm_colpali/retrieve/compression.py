@@ -21,10 +21,16 @@ class Int8Tokens:
     scales: torch.Tensor   # float16 (T, 1)
 
     @classmethod
-    def encode(cls, tokens: torch.Tensor) -> 'Int8Tokens':
-        x = tokens.float()
-        scales = (x.abs().amax(dim=1, keepdim=True) / 127.0).clamp_min(1e-12)
-        return cls(torch.round(x / scales).to(torch.int8), scales.half())
+    def encode(cls, tokens: torch.Tensor, chunk_rows: int = 1 << 18) -> 'Int8Tokens':
+        # In chunks: float temporaries of a whole 10k-page collection would need ~4x its fp16 size.
+        codes = torch.empty(tokens.shape, dtype=torch.int8)
+        scales = torch.empty(len(tokens), 1, dtype=torch.float16)
+        for a in range(0, len(tokens), chunk_rows):
+            x = tokens[a:a + chunk_rows].float()
+            s = (x.abs().amax(dim=1, keepdim=True) / 127.0).clamp_min(1e-12)
+            codes[a:a + chunk_rows] = torch.round(x / s).to(torch.int8)
+            scales[a:a + chunk_rows] = s.half()
+        return cls(codes, scales)
 
     def __getitem__(self, rows: slice) -> torch.Tensor:
         return self.codes[rows].float() * self.scales[rows].float()

@@ -4,17 +4,23 @@
 
 - :func:`maxsim_reference` is the obviously-correct definition (one page at a time, float32). Every fast
   path is tested against it, and it matches colpali-engine's ``processor.score_multi_vector``.
-- :func:`maxsim_packed` streams pages in chunks of the packed ``(total_tokens, dim)`` tensor: one matmul
+- :func:`maxsim_packed` is the fast path. On CPU it runs the fused kernel of :mod:`.kernel` (numba), which
+  reads fp16 / fp32 / int8 tokens as stored and never builds a similarity matrix. On CUDA, tokens already
+  on the GPU go through the Triton kernel of :mod:`.kernel_gpu` (measured at the memory-bandwidth bound on
+  an H200). Elsewhere (host tensors streamed to a GPU, 1-bit codes, no numba/triton) it uses
+  :func:`maxsim_matmul`.
+- :func:`maxsim_matmul` streams pages in chunks of the packed ``(total_tokens, dim)`` tensor: one matmul
   per chunk, a reshape-max when a chunk's pages share a length (ColPali) or a segment max otherwise
   (ColQwen's variable lengths), so no ``(n_pages, max_len)`` padding or full similarity tensor is built.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
 from ..store.vector_file import PackedMultiVectors
+from . import kernel
 
 
 def maxsim_reference(queries: Sequence[torch.Tensor], pages: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -43,9 +49,39 @@ def _chunks(offsets: torch.Tensor, max_tokens: int) -> List[tuple]:
     return bounds
 
 
+def _fused_reads(tokens) -> bool:
+    if isinstance(tokens, torch.Tensor):
+        return tokens.dtype in (torch.float16, torch.float32) and tokens.device.type == 'cpu'
+    return hasattr(tokens, 'codes') and hasattr(tokens, 'scales')   # Int8Tokens
+
+
 def maxsim_packed(queries: Sequence[torch.Tensor], packed: PackedMultiVectors, *,
+                  chunk_tokens: int = 1 << 16, device: str = 'cpu',
+                  pages: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Exact scores ``(n_queries, n_pages)`` for all pages of ``packed`` (float32 accumulation), or for the
+    page indices ``pages`` in that order (the rerank of candidates, without copying their tokens).
+
+    >>> q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> packed = PackedMultiVectors.from_list(['a', 'b'], [torch.tensor([[0.5, 0.5], [1.0, 0.0]]),
+    ...                                                    torch.tensor([[0.0, 2.0]])])
+    >>> maxsim_packed([q], packed)
+    tensor([[1.5000, 2.0000]])
+    """
+    if device == 'cpu' and kernel.available() and _fused_reads(packed.tokens):
+        return kernel.maxsim_fused(queries, packed.tokens, packed.offsets, pages=pages)
+    if device.startswith('cuda') and isinstance(packed.tokens, torch.Tensor) and packed.tokens.is_cuda:
+        from . import kernel_gpu
+
+        if kernel_gpu.available(packed.tokens):   # GPU-resident fp16: one fused pass at the bandwidth bound
+            return kernel_gpu.maxsim_triton(queries, packed.tokens, packed.offsets, pages=pages)
+    if pages is not None:
+        packed = packed.subset(list(pages))
+    return maxsim_matmul(queries, packed, chunk_tokens=chunk_tokens, device=device)
+
+
+def maxsim_matmul(queries: Sequence[torch.Tensor], packed: PackedMultiVectors, *,
                   chunk_tokens: int = 1 << 16, device: str = 'cpu') -> torch.Tensor:
-    """Exact scores ``(n_queries, n_pages)`` for all pages of ``packed`` (float32 accumulation)."""
+    """Exact scores ``(n_queries, n_pages)`` by chunked matmul + max (any codec with row slicing, any device)."""
     n_pages = len(packed)
     if not queries or n_pages == 0:
         return torch.zeros(len(queries), n_pages)

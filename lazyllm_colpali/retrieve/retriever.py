@@ -10,10 +10,13 @@ import torch
 from ..errors import EmptyQueryError
 from ..store.base import Filters, MultiVectorStore
 from ..store.vector_file import PackedMultiVectors
+from . import kernel
 from .candidates import CentroidIndex
+from .compression import compress
 from .maxsim import maxsim_packed, topk
 
 MODES = ('auto', 'exact', 'candidates', 'centroids')
+SCORING_DTYPES = ('float16', 'int8', 'float32')
 
 
 @dataclass
@@ -36,21 +39,29 @@ class MaxSimRetriever:
     """Ranks pages by exact MaxSim, over every page or over candidates.
 
     Modes: ``exact`` scores every (filtered) page: exact by construction. ``candidates`` asks the store
-    (Milvus ANN over pooled page vectors) for ``candidate_budget`` pages (default: max(256, 1% of pages));
+    (Milvus ANN over pooled page vectors) for ``candidate_budget`` pages (default: max(256, 2% of pages));
     ``centroids`` uses an in-memory centroid inverted index (PLAID-style, see :mod:`.candidates`); both then
-    score their candidates exactly and are exact whenever the budget covers the collection. ``auto`` is
-    exact up to ``exact_max_pages`` pages and ``centroids`` beyond (measured in benchmarks/bench_maxsim.py).
+    score their candidates exactly; when the budget covers the collection they score it all (exact, and no
+    index to train). ``auto`` is exact up to ``exact_max_pages`` pages and ``centroids`` beyond: with the fused
+    kernel exhaustive search costs ~0.08 CPU-ms per page (20k pages: ~0.8 s on 2 cores, exact, nothing to
+    train), while the centroid path, though ~30x cheaper per query at 100k pages, costs an index build of
+    minutes on such a machine and recall@10 ~0.985 (measured in benchmarks/bench_maxsim.py, bench_scale.py).
 
-    On CPU the collection is scored from a float32 copy kept in memory while it fits in
-    ``cache_bytes`` (half-precision matmuls and fp16->fp32 conversion are slow on CPUs); on CUDA the
-    fp16 tensor is streamed to the GPU as is.
+    Scoring layout on CPU (``scoring_dtype``): ``float16`` scores the store's tokens as stored with the fused
+    kernel (:mod:`.kernel`), no copy; ``int8`` derives per-token int8 codes in memory (half the bytes, top-10
+    kept, see the README); ``float32`` keeps a float32 copy while it fits in ``cache_bytes``. Without numba the
+    CPU path falls back to chunked matmuls over a float32 copy (the previous default). On CUDA the fp16
+    tokens are kept on the GPU and scored by the Triton kernel (:mod:`.kernel_gpu`) when triton is installed.
     """
 
     def __init__(self, store: MultiVectorStore, *, mode: str = 'auto', candidate_budget: Optional[int] = None,
                  exact_max_pages: int = 20000, device: str = 'cpu', cache_bytes: int = 8 << 30,
-                 nprobe: int = 4):
+                 nprobe: int = 4, scoring_dtype: str = 'float16'):
         if mode not in MODES:
             raise ValueError(f'mode must be one of {", ".join(MODES)}, got {mode!r}')
+        if scoring_dtype not in SCORING_DTYPES:
+            raise ValueError(f'scoring_dtype must be one of {", ".join(SCORING_DTYPES)}, got {scoring_dtype!r}')
+        self.scoring_dtype = scoring_dtype
         self.store = store
         self.mode = mode
         self.candidate_budget = candidate_budget
@@ -65,18 +76,33 @@ class MaxSimRetriever:
         self._centroids: Optional[CentroidIndex] = None
         self._indexed: Optional[PackedMultiVectors] = None
 
-    def _collection(self) -> Tuple[PackedMultiVectors, Dict[str, int]]:
-        """All pages in the layout used for scoring and their positions by page id (taken together, so a
-        concurrent write cannot pair one version's tensor with another's map); rebuilt only on change."""
+    def _scoring_layout(self, packed: PackedMultiVectors) -> PackedMultiVectors:
+        if self.device != 'cpu':
+            # Keep the tokens on the GPU (one copy per collection change, not one PCIe transfer per query);
+            # a collection larger than the GPU's memory is streamed per query instead.
+            try:
+                return PackedMultiVectors(packed.page_ids, packed.tokens.to(self.device), packed.offsets)
+            except torch.OutOfMemoryError:
+                return packed
+        fused = kernel.available()
+        if fused and self.scoring_dtype == 'float16':
+            return packed                                  # the kernel reads the stored tokens directly
+        if fused and self.scoring_dtype == 'int8':
+            return compress(packed, 'int8')
+        fits = packed.tokens.numel() * 4 <= self.cache_bytes
+        return compress(packed, 'float32') if fits else packed
+
+    def _collection(self) -> Tuple[PackedMultiVectors, PackedMultiVectors, Dict[str, int]]:
+        """The store's pages, the same pages in the layout used for scoring, and their positions by page id
+        (taken together, so a concurrent write cannot pair one version's tensor with another's map); the
+        layout is rebuilt only when the store's packed view changes."""
         with self._lock:
             packed = self.store.packed()
             if packed is not self._source:
                 self._source = packed
-                fits = packed.tokens.numel() * 4 <= self.cache_bytes
-                self._scoring = packed if self.device != 'cpu' or not fits else \
-                    PackedMultiVectors(packed.page_ids, packed.tokens.float(), packed.offsets)
+                self._scoring = self._scoring_layout(packed)
                 self._position = {p: i for i, p in enumerate(packed.page_ids)}
-            return self._scoring, self._position
+            return self._source, self._scoring, self._position
 
     def _centroid_index(self, packed: PackedMultiVectors) -> CentroidIndex:
         # Trained once; later changes only assign the new pages (see CentroidIndex.sync).
@@ -92,12 +118,15 @@ class MaxSimRetriever:
     def _effective_mode(self, n_pages: int) -> str:
         if self.mode == 'auto':
             return 'exact' if n_pages <= self.exact_max_pages else 'centroids'
+        if self.budget(n_pages) >= n_pages:
+            return 'exact'   # the budget covers every page: same result, and no index to train or query
         return self.mode
 
     def budget(self, n_pages: int) -> int:
         # Measured (benchmarks/bench_scale.py): a fixed 256 kept recall@10 1.0 at 10k pages but 0.72 at 100k;
-        # 1% of the collection gave 0.93 there. So the default grows with the collection.
-        return self.candidate_budget or max(256, n_pages // 100)
+        # 1% of the collection gave 0.93 there; with the fused rerank, 2% gave 0.985 at 31x less CPU than the
+        # exhaustive kernel (benchmarks/results/scale_100k_h200host.json). So the default grows with the collection.
+        return self.candidate_budget or max(256, n_pages // 50)
 
     def _page_indices(self, query: torch.Tensor, packed: PackedMultiVectors, position: Dict[str, int],
                       filters: Filters) -> Optional[List[int]]:
@@ -119,15 +148,15 @@ class MaxSimRetriever:
     def search_vectors(self, query: torch.Tensor, topk_: int = 5, filters: Filters = None) -> List[SearchHit]:
         if query.ndim != 2 or query.shape[0] == 0:
             raise EmptyQueryError('the query produced no vectors; give a non-empty query')
-        packed, position = self._collection()
-        indices = self._page_indices(query, packed, position, filters)
-        if indices is not None:
-            packed = packed.subset(indices)
-        if len(packed) == 0:
+        source, scoring, position = self._collection()
+        indices = self._page_indices(query, source, position, filters)
+        if len(source) == 0 or indices == []:
             return []
-        scores = maxsim_packed([query], packed, device=self.device)[0]
+        # The rerank scores the chosen pages in place (no copy of their tokens).
+        scores = maxsim_packed([query], scoring, pages=indices, device=self.device)[0]
         values, order = topk(scores, topk_)
-        chosen = [packed.page_ids[int(i)] for i in order]
+        ids = source.page_ids if indices is None else [source.page_ids[i] for i in indices]
+        chosen = [ids[int(i)] for i in order]
         records = self.store.records(chosen)
         return [SearchHit(page_id=r.page_id, doc_id=r.doc_id, source=r.source, file_name=r.file_name,
                           page=r.page_number, score=float(v), image_path=r.image_path, metadata=r.metadata,
