@@ -193,3 +193,33 @@ def test_default_centroid_count_shrinks_with_small_collections():
     assert CentroidIndex.default_k(40 * 1030) == 512          # was 1024 before the T/64 cap
     assert CentroidIndex.default_k(10_000 * 1030) == 4096
     assert CentroidIndex.default_k(10) == 16
+
+
+def test_the_centroid_index_is_trained_once_per_collection_and_shared(tmp_path, monkeypatch):
+    """Issue #12: a restart or a second machine (another data dir, the same shared dir) loads the index."""
+    from lazyllm_colpali import MaxSimRetriever, MilvusMultiVectorStore
+    from lazyllm_colpali.retrieve.candidates import CentroidIndex
+    from tests.helpers.store_worker import items_for
+
+    store = MilvusMultiVectorStore(str(tmp_path / 'c.db'), dim=16, shared_dir=tmp_path / 'shared')
+    store.add(items_for('aaaaaaaaaaaaaaaa', 300))
+    query = store.vectors.get(['aaaaaaaaaaaaaaaa-p00007'])['aaaaaaaaaaaaaaaa-p00007'][:3].float()
+    first = MaxSimRetriever(store, mode='centroids', candidate_budget=40)
+    hits = first.search_vectors(query, 5)
+    assert first.centroid_file.is_file() and hits[0].page_id == 'aaaaaaaaaaaaaaaa-p00007'
+
+    def no_training(*args, **kwargs):
+        raise AssertionError('the index was trained again')
+    monkeypatch.setattr(CentroidIndex, 'build', no_training)
+    store.add(items_for('bbbbbbbbbbbbbbbb', 5))               # pages added since: assigned, not retrained
+    again = MaxSimRetriever(store, mode='centroids', candidate_budget=40)
+    assert [h.page_id for h in again.search_vectors(query, 5)] == [h.page_id for h in hits]
+    assert again._centroids.indexed_pages == 305
+    store.close()
+
+    first.centroid_file.write_bytes(b'not a torch file')      # damaged: a retrain and a warning, not a failure
+    monkeypatch.undo()
+    store = MilvusMultiVectorStore(str(tmp_path / 'c.db'), shared_dir=tmp_path / 'shared')
+    assert MaxSimRetriever(store, mode='centroids', candidate_budget=40).search_vectors(query, 1)[0].page_id == \
+        'aaaaaaaaaaaaaaaa-p00007'
+    store.close()

@@ -132,6 +132,10 @@ class CentroidIndex:
         return index
 
     @property
+    def indexed_pages(self) -> int:
+        return len(self._page_centroids)
+
+    @property
     def nbytes(self) -> int:
         return self.centroids.numel() * 4 + self.list_pages.numel() * 4 * 2 + self.list_offsets.numel() * 8
 

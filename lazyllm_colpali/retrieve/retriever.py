@@ -1,13 +1,16 @@
 """The MaxSim retriever: optional candidate generation, then exact MaxSim rerank."""
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from ..errors import EmptyQueryError
+from ..logging import LOG
 from ..store.base import Filters, MultiVectorStore
 from ..store.vector_file import PackedMultiVectors
 from . import kernel
@@ -75,6 +78,7 @@ class MaxSimRetriever:
         self._position: Dict[str, int] = {}
         self._centroids: Optional[CentroidIndex] = None
         self._indexed: Optional[PackedMultiVectors] = None
+        self._saved_pages = 0
 
     def _scoring_layout(self, packed: PackedMultiVectors) -> PackedMultiVectors:
         if self.device != 'cpu':
@@ -105,15 +109,58 @@ class MaxSimRetriever:
             return self._source, self._scoring, self._position
 
     def _centroid_index(self, packed: PackedMultiVectors) -> CentroidIndex:
-        # Trained once; later changes only assign the new pages (see CentroidIndex.sync).
+        # Trained once per collection (and shared: see centroid_file); later changes only assign the new pages.
         with self._lock:
             if self._centroids is None:
-                self._centroids = CentroidIndex(nprobe=self.nprobe).build(packed)
+                self._centroids = self._load_centroids(packed)
+                if self._centroids is None:
+                    self._centroids = CentroidIndex(nprobe=self.nprobe).build(packed)
+                    self._save_centroids()
                 self._indexed = packed
             elif self._indexed is not packed:
                 self._centroids.sync(packed)
                 self._indexed = packed
+                if len(packed) > 1.1 * self._saved_pages:   # keep the shared copy roughly current
+                    self._save_centroids()
             return self._centroids
+
+    @property
+    def centroid_file(self) -> Optional[Path]:
+        """Where the trained centroid index is kept for every process and machine on this collection: the
+        store's shared folder (beside the page images), so a restart or a second machine does not retrain."""
+        shared = getattr(self.store, 'shared_dir', None)
+        collection = getattr(self.store, 'collection', None)
+        return Path(shared) / 'index' / f'{collection}.centroids.pt' if shared and collection else None
+
+    def _load_centroids(self, packed: PackedMultiVectors) -> Optional[CentroidIndex]:
+        path = self.centroid_file
+        if path is None or not path.is_file():
+            return None
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+            index = CentroidIndex.from_state_dict(state)
+            if index.centroids.shape[1] != packed.tokens.shape[1]:
+                raise ValueError(f'centroids of dim {index.centroids.shape[1]}, pages of dim {packed.tokens.shape[1]}')
+            index.nprobe = self.nprobe
+            index.sync(packed)
+        except Exception as e:   # a damaged or foreign file costs a retrain, never a failed search
+            LOG.warning(f'ignoring the centroid index {path} ({type(e).__name__}: {e}); training a new one')
+            return None
+        self._saved_pages = len(state['page_ids'])
+        return index
+
+    def _save_centroids(self) -> None:
+        path = self.centroid_file
+        self._saved_pages = self._centroids.indexed_pages
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f'.{os.getpid()}.tmp')
+            torch.save(self._centroids.state_dict(), tmp)
+            os.replace(tmp, path)   # readers on other machines see the old file or the new one, never half
+        except OSError as e:
+            LOG.warning(f'could not save the centroid index to {path}: {e}')
 
     def _effective_mode(self, n_pages: int) -> str:
         if self.mode == 'auto':
@@ -154,11 +201,14 @@ class MaxSimRetriever:
             return []
         # The rerank scores the chosen pages in place (no copy of their tokens).
         scores = maxsim_packed([query], scoring, pages=indices, device=self.device)[0]
-        values, order = topk(scores, topk_)
+        # A few spare pages: a page whose vectors are stored but whose row is not visible yet (a writer between
+        # its commit steps) or already deleted (another machine) is skipped, and the next one takes its place.
+        values, order = topk(scores, 2 * topk_ + 8)
         ids = source.page_ids if indices is None else [source.page_ids[i] for i in indices]
         chosen = [ids[int(i)] for i in order]
         records = self.store.records(chosen)
-        return [SearchHit(page_id=r.page_id, doc_id=r.doc_id, source=r.source, file_name=r.file_name,
+        hits = [SearchHit(page_id=r.page_id, doc_id=r.doc_id, source=r.source, file_name=r.file_name,
                           page=r.page_number, score=float(v), image_path=r.image_path, metadata=r.metadata,
                           image_key=r.image_key)
                 for v, r in ((v, records[p]) for v, p in zip(values.tolist(), chosen) if p in records)]
+        return hits[:topk_]
