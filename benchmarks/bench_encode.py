@@ -73,16 +73,10 @@ def _full_size_model(family: str, tiny: bool):
 
         processor = tiny_models._qwen_processor(cm.ColQwen2Processor)
         ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in tiny_models._QWEN_SPECIAL}
-        vision = dict(depth=32, embed_dim=1280, hidden_size=1536, mlp_ratio=4, num_heads=16, patch_size=14,
-                      spatial_merge_size=2, temporal_patch_size=2)
-        text = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                    num_key_value_heads=2, vocab_size=151936, rms_norm_eps=1e-6, max_position_embeddings=32768,
-                    rope_parameters={'rope_type': 'default', 'rope_theta': 1e6, 'mrope_section': [16, 24, 24]})
-        if tiny:
-            vision.update(depth=1, embed_dim=32, hidden_size=64, num_heads=2)
-            text.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                        num_key_value_heads=2,
-                        rope_parameters={'rope_type': 'default', 'rope_theta': 1e6, 'mrope_section': [2, 3, 3]})
+        from published_configs import qwen2vl_2b
+
+        vision, text = qwen2vl_2b(tiny)
+        vision.pop('in_channels')
         config = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=ids['<|image_pad|>'],
                                video_token_id=ids['<|video_pad|>'], vision_start_token_id=ids['<|vision_start|>'],
                                vision_end_token_id=ids['<|vision_end|>'], bos_token_id=ids['<|endoftext|>'],

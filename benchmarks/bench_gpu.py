@@ -161,16 +161,9 @@ def idefics3_config(tiny: bool):
 def qwen2vl_config(tiny: bool):
     from transformers import Qwen2VLConfig
 
-    vision = dict(depth=32, embed_dim=1280, hidden_size=1536, mlp_ratio=4, num_heads=16, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
-    text = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                num_key_value_heads=2, vocab_size=151936, rms_norm_eps=1e-6, max_position_embeddings=32768,
-                rope_parameters={'rope_type': 'default', 'rope_theta': 1e6, 'mrope_section': [16, 24, 24]})
-    if tiny:
-        vision.update(depth=1, embed_dim=32, hidden_size=64, num_heads=2)
-        text.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2, rope_parameters={'rope_type': 'default', 'rope_theta': 1e6,
-                                                            'mrope_section': [2, 3, 3]})
+    from published_configs import qwen2vl_2b
+
+    vision, text = qwen2vl_2b(tiny)
     return Qwen2VLConfig(vision_config=vision, text_config=text, image_token_id=151655, video_token_id=151656,
                          vision_start_token_id=151652, vision_end_token_id=151653, pad_token_id=151643)
 

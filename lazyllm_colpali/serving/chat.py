@@ -134,6 +134,8 @@ class VisualChat(ModuleBase):
             if job.progress() != shown:
                 shown = job.progress()
                 _stream(f'{shown}\n')
+        if not shown and job.total:   # a job quicker than one poll still shows its count once
+            _stream(f'{job.progress()}\n')
         if job.state != 'done':
             return [f'Indexing {names} stopped: {markdown_text(job.error, inline=True)}']
         report = job.result

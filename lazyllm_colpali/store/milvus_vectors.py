@@ -239,36 +239,43 @@ def _quiet_pymilvus():
         logger.setLevel(level)
 
 
-def supports_native_struct(client, call: Call, collection: str) -> bool:
-    """Create a throw-away collection with a struct field and check that the server kept it."""
-    name = f'{collection}__probe'
-    with _quiet_pymilvus():
-        return _probe_struct(client, name)
-
-
-def _probe_struct(client, name: str) -> bool:
+def _probe(client, name: str, build: Callable[[Any, Any], None], check: Callable[[], bool]) -> bool:
+    """Create a throw-away collection (``build(schema, index_params)`` adds its fields and indexes), then
+    ``check()``; any rejection means the feature is missing. The collection is always dropped."""
     from pymilvus import DataType
 
-    try:
-        if client.has_collection(name):
-            client.drop_collection(name)
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field('page_id', DataType.VARCHAR, max_length=64, is_primary=True)
-        schema.add_field('pooled', DataType.FLOAT_VECTOR, dim=2)
-        add_struct_field(client, schema, 2)
-        index = client.prepare_index_params()
-        index.add_index(field_name='pooled', index_type='FLAT', metric_type='IP')
-        add_struct_index(index, 'HNSW')
-        client.create_collection(name, schema=schema, index_params=index)
-        return has_struct_field(client.describe_collection(name))
-    except Exception:   # an older server rejects the field, the index or the metric: no native support
-        return False
-    finally:
+    with _quiet_pymilvus():
         try:
             if client.has_collection(name):
                 client.drop_collection(name)
-        except Exception:
-            pass
+            schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field('page_id', DataType.VARCHAR, max_length=64, is_primary=True)
+            index = client.prepare_index_params()
+            build(schema, index)
+            client.create_collection(name, schema=schema, index_params=index)
+            return check()
+        except Exception:   # an older server rejects the field, the index or the metric
+            return False
+        finally:
+            try:
+                if client.has_collection(name):
+                    client.drop_collection(name)
+            except Exception:
+                pass
+
+
+def supports_native_struct(client, call: Call, collection: str) -> bool:
+    """Create a throw-away collection with a struct field and check that the server kept it."""
+    from pymilvus import DataType
+
+    name = f'{collection}__probe'
+
+    def build(schema, index):
+        schema.add_field('pooled', DataType.FLOAT_VECTOR, dim=2)
+        add_struct_field(client, schema, 2)
+        index.add_index(field_name='pooled', index_type='FLAT', metric_type='IP')
+        add_struct_index(index, 'HNSW')
+    return _probe(client, name, build, lambda: has_struct_field(client.describe_collection(name)))
 
 
 def server_version(client) -> tuple:
@@ -285,28 +292,12 @@ def supports_float16(client, collection: str) -> bool:
     """FLOAT16_VECTOR where the server really has it. Milvus 2.3 accepts the type but its query node panics
     ("unsupported data type: Float16Vector") when it merges two concurrent inserts: seen here on 2.3.5, so
     fp16 rows need Milvus >= 2.4, where the type is GA."""
-    if server_version(client) < (2, 4, 0):
-        return False
-    with _quiet_pymilvus():
-        return _probe_float16(client, f'{collection}__probe16')
-
-
-def _probe_float16(client, name: str) -> bool:
     from pymilvus import DataType
 
-    try:
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field('id', DataType.VARCHAR, max_length=8, is_primary=True)
-        schema.add_field('v', DataType.FLOAT16_VECTOR, dim=8)
-        index = client.prepare_index_params()
-        index.add_index(field_name='v', index_type='FLAT', metric_type='IP')
-        client.create_collection(name, schema=schema, index_params=index)
-        return True
-    except Exception:
+    if server_version(client) < (2, 4, 0):
         return False
-    finally:
-        try:
-            if client.has_collection(name):
-                client.drop_collection(name)
-        except Exception:
-            pass
+
+    def build(schema, index):
+        schema.add_field('v', DataType.FLOAT16_VECTOR, dim=8)
+        index.add_index(field_name='v', index_type='FLAT', metric_type='IP')
+    return _probe(client, f'{collection}__probe16', build, lambda: True)
