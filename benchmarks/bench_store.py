@@ -151,11 +151,13 @@ def main() -> None:
         port = free_port()
         servers.append(start_lite_server(tmp / 'lite-server', port))
         uris.append(f'http://127.0.0.1:{port}')
+        names = {uris[0]: 'milvus-lite server'}
         exe = milvus_standalone_exe()
         if exe and not args.no_milvus23:
             (tmp / 'm23').mkdir()
             m23 = MilvusStandalone(exe, tmp / 'm23').start()
             uris.append(f'http://127.0.0.1:{m23.port}')
+            names[uris[-1]] = 'Milvus 2.3.5'
         try:
             for uri in uris:
                 result['layouts'] += bench_layouts(uri, args.layout_pages)
@@ -171,17 +173,20 @@ def main() -> None:
                 proc.kill()
             if len(uris) > 1:
                 m23.stop()
+    for part in result.values():
+        for r in part:
+            r['server_name'] = names.get(r.get('server') or r.get('uri'), r.get('uri', ''))
 
     print(f'\n{"server":<28}{"layout":<50}{"insert pages/s":>15}{"read all s":>17}')
     for r in result['layouts']:
-        print(f'{r["server"]:<28}{r["layout"]:<50}{r["insert_pages_per_s"]:>15.1f}{r["read_s"]:>17.2f}')
+        print(f'{r["server_name"]:<28}{r["layout"]:<50}{r["insert_pages_per_s"]:>15.1f}{r["read_s"]:>17.2f}')
     print(f'\n{"store":<28}{"vectors":<9}{"pages":>6}{"encode s":>10}{"store s":>9}{"store/encode":>14}')
     for r in result['ingest']:
-        print(f'{r["uri"]:<28}{r["layout"]:<9}{r["pages"]:>6}{r["encode_s"]:>10.2f}{r["store_s"]:>9.2f}'
+        print(f'{r["server_name"]:<28}{r["layout"]:<9}{r["pages"]:>6}{r["encode_s"]:>10.2f}{r["store_s"]:>9.2f}'
               f'{r["store_over_encode"]:>14.2f}')
     print(f'\n{"server":<28}{"pages":>6}{"rebuild s/1k pages":>20}{"p50 ms A":>10}{"p50 ms B":>10}{"same top10":>12}')
     for r in result['rebuild']:
-        print(f'{r["uri"]:<28}{r["pages"]:>6}{r["rebuild_s_per_1k_pages"]:>20.1f}{r["query_p50_ms_A"]:>10.1f}'
+        print(f'{r["server_name"]:<28}{r["pages"]:>6}{r["rebuild_s_per_1k_pages"]:>20.1f}{r["query_p50_ms_A"]:>10.1f}'
               f'{r["query_p50_ms_B"]:>10.1f}{str(r["identical_top10"]):>12}')
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -62,3 +62,20 @@ def test_bench_encode_smoke(tmp_path):
     assert fp32['query_cpu_s'] > 0 and fp32['query_tokens'] > 0 and 'query_emb_cos_vs_ref' not in fp32
     assert 0.9 < int8['query_emb_cos_vs_ref'] <= 1.0 and 0.0 <= int8['top10_overlap_vs_ref'] <= 1.0
     assert result['models']['colqwen2-2b'][0]['cached_query_s'] < fp32['query_wall_s']
+
+
+def test_bench_store_smoke(tmp_path):
+    # The store benchmark at toy size on milvus-lite's server (the full run, with Milvus 2.3.5, wrote
+    # benchmarks/results/store.json): every part runs and B's rebuilt cache ranks like A's.
+    import subprocess
+    import sys
+
+    out = tmp_path / 'store.json'
+    run = subprocess.run([sys.executable, 'benchmarks/bench_store.py', '--pages', '12', '--layout-pages', '2',
+                          '--ingest-pages', '4', '--no-milvus23', '--out', str(out)], capture_output=True, text=True,
+                         timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [r['layout'].split()[0] for r in result['layouts']] == ['patch', 'blob']
+    assert [r['server_name'] for r in result['ingest']] == ['Lite file', 'milvus-lite server']
+    assert result['rebuild'][0]['identical_top10'] and result['rebuild'][0]['pages'] == 12

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import DimensionMismatchError, StoreError
 from ..ingest.records import PageRecord
-from ..logging import LOG
+from ..logging import LOG, drop_alloc_timestamp_noise
 from ..settings import DEFAULT_COLLECTION, data_home, default_db
 from .base import Filters, MultiVectorStore, PageItem
 from .image_store import PageImageStore
@@ -185,6 +185,8 @@ class MilvusMultiVectorStore(MultiVectorStore):
 
         if not self.remote:
             Path(self.uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            # Milvus Lite's embedded gRPC server logs a harmless AllocTimestamp traceback on each new collection
+            drop_alloc_timestamp_noise()
         kwargs = {'uri': self.uri if self.remote else self._lite_path, 'timeout': 10}
         if token:
             kwargs['token'] = token
