@@ -383,7 +383,8 @@ def cmd_serve(args) -> int:
               'documents', file=sys.stderr)
     encoder = _encoder(args)   # a missing model fails here, before the UI starts
     doc = ColPaliDocument(None, embed=ColPaliEmbed(encoder), db=args.db or default_db(),
-                          collection=args.collection or DEFAULT_COLLECTION, data_dir=args.data_dir, progress=False)
+                          collection=args.collection or DEFAULT_COLLECTION, data_dir=args.data_dir,
+                          shared_dir=args.shared_dir or os.environ.get('LAZYLLM_COLPALI_SHARED_DIR'), progress=False)
     pages = doc.index.store.count()
     vlm = server = None
     if args.vlm_url or args.vlm_model:

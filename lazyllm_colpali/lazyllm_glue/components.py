@@ -33,7 +33,8 @@ class ColPaliDocument(ModuleBase):
 
     def __init__(self, dataset_path: Union[str, Path, List[Union[str, Path]], None] = None,
                  embed: Union[ColPaliEmbed, str, None] = None, *, db: Optional[str] = None,
-                 collection: str = DEFAULT_COLLECTION, data_dir: Optional[str] = None, dpi: int = 144,
+                 collection: str = DEFAULT_COLLECTION, data_dir: Optional[str] = None,
+                 shared_dir: Optional[str] = None, dpi: int = 144,
                  vector_dtype: str = 'float16', mode: str = 'auto', candidate_budget: Optional[int] = None,
                  progress: bool = True, return_trace: bool = False):
         super().__init__(return_trace=return_trace)
@@ -41,7 +42,7 @@ class ColPaliDocument(ModuleBase):
         self.embed = embed if isinstance(embed, ColPaliEmbed) else ColPaliEmbed(embed)
         self.db = db or default_db()
         self.collection = collection
-        self._store_kwargs = dict(data_dir=data_dir, vector_dtype=vector_dtype)
+        self._store_kwargs = dict(data_dir=data_dir, shared_dir=shared_dir, vector_dtype=vector_dtype)
         self._retriever_kwargs = dict(mode=mode, candidate_budget=candidate_budget)
         self._dpi = dpi
         self._progress = progress
