@@ -134,7 +134,7 @@ class VisualChat(ModuleBase):
             if job.progress() != shown:
                 shown = job.progress()
                 _stream(f'{shown}\n')
-        if not shown and job.total:   # a job quicker than one poll still shows its count once
+        if job.total and job.progress() != shown:   # a job quicker than a poll still shows its final count
             _stream(f'{job.progress()}\n')
         if job.state != 'done':
             return [f'Indexing {names} stopped: {markdown_text(job.error, inline=True)}']
