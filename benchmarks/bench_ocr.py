@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lazyllm_colpali.text.extract import AutoExtractor, OcrExtractor, TextLayerExtractor, render_selected  # noqa: E402
+from lazyllm_colpali.ingest.render import render_pages  # noqa: E402
+from lazyllm_colpali.text.extract import AutoExtractor, OcrExtractor, TextLayerExtractor  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / 'shared' / 'corpus' / 'real'
 # name -> (dpi, rapidocr params)
@@ -66,7 +67,7 @@ def main(argv=None) -> dict:
         dpi, params = SETTINGS[name]
         ocr = OcrExtractor(dpi=dpi, params=params)
         ocr.engine()                                   # model loading is not OCR time
-        images = list(render_selected(scan, numbers, dpi=dpi, max_side=ocr.max_side))
+        images = list(render_pages(scan, dpi=dpi, max_side=ocr.max_side, pages=numbers))
         texts, start = {}, time.perf_counter()
         for number, image in images:
             texts[number] = ocr.ocr_image(image)

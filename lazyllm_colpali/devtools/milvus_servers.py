@@ -12,13 +12,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ..serving.chat import free_port  # noqa: F401  (the project's one free-port helper; re-exported for tests)
+
 ROOT = Path(__file__).resolve().parents[2]   # the repo root of a source checkout (for .venv-milvus)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def answers(port: int, timeout: float = 5) -> bool:

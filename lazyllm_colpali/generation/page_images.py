@@ -30,11 +30,10 @@ def page_image(hit: SearchHit, max_side: int = 1024, cache_dir: Optional[Path] =
     from ..ingest.render import render_pages
 
     try:
-        for number, image in render_pages(source, dpi=110, max_side=max_side):
-            if number == hit.page:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                image.save(target, format='JPEG', quality=88)
-                return target
+        for _, image in render_pages(source, dpi=110, max_side=max_side, pages={hit.page}):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            image.save(target, format='JPEG', quality=88)
+            return target
     except DocumentError:
         return None
     return None

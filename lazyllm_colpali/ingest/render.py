@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Set, Tuple
 
 from PIL import Image
 
@@ -32,12 +32,16 @@ def count_pages(path: Path) -> int:
         pdf.close()
 
 
-def render_pages(path: Path, dpi: int = 144, max_side: int = 2048) -> Iterator[Tuple[int, Image.Image]]:
-    """Yield ``(page_number, RGB image)`` for each page, 1-based. Raises DocumentError naming the file."""
+def render_pages(path: Path, dpi: int = 144, max_side: int = 2048,
+                 pages: Optional[Set[int]] = None) -> Iterator[Tuple[int, Image.Image]]:
+    """Yield ``(page_number, RGB image)`` for each page (or only the 1-based ``pages``), in page order.
+    Raises DocumentError naming the file."""
     suffix = path.suffix.lower()
     if suffix in PDF_SUFFIXES:
-        yield from _render_pdf(path, dpi, max_side)
+        yield from _render_pdf(path, dpi, max_side, pages)
     elif suffix in IMAGE_SUFFIXES:
+        if pages is not None and 1 not in pages:
+            return
         image = _open_image(path, max_side)
         if max(image.size) > max_side:
             image.thumbnail((max_side, max_side))
@@ -81,24 +85,35 @@ def _explain_load_failure(path: Path, error: Exception) -> str:
     return f'corrupt or unreadable PDF ({error})'
 
 
-def _render_pdf(path: Path, dpi: int, max_side: int) -> Iterator[Tuple[int, Image.Image]]:
-    import pypdfium2 as pdfium
-
+def pdf_pages(path: Path, todo: Optional[Set[int]] = None) -> Iterator[Tuple[int, object]]:
+    """Open a PDF once and yield ``(page_number, pypdfium2 page)`` for the wanted 1-based pages (None: all);
+    each page is closed when the caller moves on, the document when the loop ends (raises DocumentError)."""
     pdf = _open_pdf(path)
     try:
         for index in range(len(pdf)):
+            if todo is not None and index + 1 not in todo:
+                continue
             page = pdf[index]
             try:
-                width_pt, height_pt = page.get_size()
-                bitmap = page.render(scale=_scale_for(width_pt, height_pt, dpi, max_side))
-                image = bitmap.to_pil().convert('RGB')
-            except pdfium.PdfiumError as e:
-                raise DocumentError(str(path), f'page {index + 1} cannot be rendered ({e})') from e
+                yield index + 1, page
             finally:
                 page.close()
-            yield index + 1, image
     finally:
         pdf.close()
+
+
+def _render_pdf(path: Path, dpi: int, max_side: int,
+                pages: Optional[Set[int]] = None) -> Iterator[Tuple[int, Image.Image]]:
+    import pypdfium2 as pdfium
+
+    for number, page in pdf_pages(path, pages):
+        try:
+            width_pt, height_pt = page.get_size()
+            bitmap = page.render(scale=_scale_for(width_pt, height_pt, dpi, max_side))
+            image = bitmap.to_pil().convert('RGB')
+        except pdfium.PdfiumError as e:
+            raise DocumentError(str(path), f'page {number} cannot be rendered ({e})') from e
+        yield number, image
 
 
 # Scans and posters of 20000 x 20000 px (4e8 px) are legitimate pages; PIL refuses > 2 x 89e6 px by default.

@@ -6,6 +6,8 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable, List, Tuple
 
+from ..serving.escape import terminal_text
+
 PDF_SUFFIXES = frozenset({'.pdf'})
 IMAGE_SUFFIXES = frozenset({'.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.gif'})
 SUPPORTED_SUFFIXES = PDF_SUFFIXES | IMAGE_SUFFIXES
@@ -37,7 +39,7 @@ def expand_sources(paths: Iterable[str | Path]) -> Tuple[List[Path], List[Tuple[
     for f in files:
         reason = unsafe_name_reason(f)
         if reason:
-            problems.append((display_name(f), reason))
+            problems.append((terminal_text(f), reason))
         elif f.resolve() not in seen:
             seen.add(f.resolve())
             unique.append(f)
@@ -55,14 +57,6 @@ def unsafe_name_reason(path: Path) -> str:
     if any(unicodedata.category(c) == 'Cc' for c in text):   # C0, DEL and C1 (\x9b alone starts a terminal CSI)
         return 'file name contains control characters; rename the file'
     return ''
-
-
-def display_name(path: str | Path) -> str:
-    """A path as one printable line: control characters and undecodable bytes escaped."""
-    text = str(path).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
-    # control and format characters (C0/C1, DEL, bidi overrides) would move the cursor or reorder the line
-    return ''.join(c.encode('unicode_escape').decode('ascii') if unicodedata.category(c) in ('Cc', 'Cf') else c
-                   for c in text)
 
 
 def document_id(path: Path) -> Tuple[str, str]:

@@ -51,10 +51,16 @@ def markdown_text(text: object, *, inline: bool = False) -> str:
 
 
 def terminal_text(text: object) -> str:
-    """A name as it may be printed on a terminal: control/format characters (ANSI escapes, bidi overrides,
-    line breaks) and lone surrogates shown as Python escapes; everything else as is."""
+    """A name as it may be printed on a terminal: bytes that are not UTF-8 (file names decoded with
+    surrogateescape) as ``\\xNN``, control/format characters (ANSI escapes, bidi overrides, line breaks) and
+    other lone surrogates as Python escapes; everything else as is."""
+    text = str(text)
+    try:
+        text = text.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    except UnicodeEncodeError:   # a surrogate that is not an escaped byte: shown by the rule below
+        pass
     return ''.join(ch if ch.isprintable() or ch == ' ' else ch.encode('unicode_escape').decode('ascii')
-                   for ch in str(text))
+                   for ch in text)
 
 
 def page_image_markdown(images, doc_id: str, page_id: str, max_side: int, label: str) -> Optional[str]:

@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import numpy as np
 
 from ..errors import ColPaliError, DocumentError
-from ..ingest.render import _open_pdf, render_pages
+from ..ingest.render import count_pages, pdf_pages, render_pages
 from ..ingest.sources import IMAGE_SUFFIXES
 
 PageTexts = List[Tuple[int, str]]
@@ -54,8 +54,6 @@ class TextExtractor(ABC):
         """Every page of ``path``; ``progress`` shows a per-page bar (pages/s and ETA)."""
         from tqdm.auto import tqdm
 
-        from ..ingest.render import count_pages
-
         path = Path(path)
         total = count_pages(path)
         with tqdm(total=total, desc=f'{self.name}: {path.name[-40:]}', unit='page', disable=not progress) as bar:
@@ -75,21 +73,13 @@ class TextLayerExtractor(TextExtractor):
         if path.suffix.lower() in IMAGE_SUFFIXES:
             yield 1, ''
             return
-        pdf = _open_pdf(path)
-        try:
-            for index in range(len(pdf)):
-                if todo is not None and index + 1 not in todo:
-                    continue
-                page = pdf[index]
-                textpage = page.get_textpage()
-                try:
-                    # PDFium marks line ends with \r\n; normalise so downstream tokenisers see plain newlines.
-                    yield index + 1, textpage.get_text_bounded().replace('\r\n', '\n').replace('\r', '\n').strip()
-                finally:
-                    textpage.close()
-                    page.close()
-        finally:
-            pdf.close()
+        for number, page in pdf_pages(path, todo):
+            textpage = page.get_textpage()
+            try:
+                # PDFium marks line ends with \r\n; normalise so downstream tokenisers see plain newlines.
+                yield number, textpage.get_text_bounded().replace('\r\n', '\n').replace('\r', '\n').strip()
+            finally:
+                textpage.close()
 
 
 class OcrExtractor(TextExtractor):
@@ -138,7 +128,7 @@ class OcrExtractor(TextExtractor):
         return '\n'.join(t for t, s in zip(texts, scores) if s >= self.min_confidence).strip()
 
     def pages(self, path: Path, todo: Optional[Set[int]] = None) -> Iterator[Tuple[int, str]]:
-        for number, image in render_selected(path, todo, dpi=self.dpi, max_side=self.max_side):
+        for number, image in render_pages(path, dpi=self.dpi, max_side=self.max_side, pages=todo):
             yield number, self.ocr_image(image)
 
 
@@ -156,7 +146,7 @@ class AutoExtractor(TextExtractor):
     def pages(self, path: Path, todo: Optional[Set[int]] = None) -> Iterator[Tuple[int, str]]:
         layer = dict(self.layer.pages(path, todo))
         scans = {n for n, text in layer.items() if not text_layer_usable(text, self.min_chars)}
-        images = render_selected(path, scans, dpi=self.ocr.dpi, max_side=self.ocr.max_side) if scans else iter(())
+        images = render_pages(path, dpi=self.ocr.dpi, max_side=self.ocr.max_side, pages=scans) if scans else iter(())
         ocr_next = next(images, None)
         for number in sorted(layer):
             if ocr_next is not None and ocr_next[0] == number:
@@ -240,7 +230,7 @@ class MinerUExtractor(TextExtractor):
         if path.suffix.lower() in IMAGE_SUFFIXES:   # MinerU reads PDFs; an image is OCR territory
             yield from OcrExtractor().pages(path, todo)
             return
-        n_pages = len(_open_pdf(path))
+        n_pages = count_pages(path)
         parsed = self._parse(path)
         texts = {int(p.get('page_idx', 0)) + 1: self.page_text(p) for p in parsed.get('pages', [])}
         wanted = [n for n in range(1, n_pages + 1) if todo is None or n in todo]
@@ -248,32 +238,6 @@ class MinerUExtractor(TextExtractor):
         ocr = dict(OcrExtractor().pages(path, scans)) if scans else {}
         for number in wanted:
             yield number, ocr.get(number, texts.get(number, ''))
-
-
-def render_selected(path: Path, numbers: Optional[Set[int]], dpi: int, max_side: int):
-    """Like ``render_pages`` but renders only the pages in ``numbers`` (all when None), in page order."""
-    from ..ingest.render import _scale_for
-
-    if numbers is None or path.suffix.lower() in IMAGE_SUFFIXES:
-        for number, image in render_pages(path, dpi=dpi, max_side=max_side):
-            if numbers is None or number in numbers:
-                yield number, image
-        return
-    import pypdfium2 as pdfium
-
-    pdf = _open_pdf(path)
-    try:
-        for number in sorted(n for n in numbers if 1 <= n <= len(pdf)):
-            page = pdf[number - 1]
-            try:
-                image = page.render(scale=_scale_for(*page.get_size(), dpi, max_side)).to_pil().convert('RGB')
-            except pdfium.PdfiumError as e:
-                raise DocumentError(str(path), f'page {number} cannot be rendered ({e})') from e
-            finally:
-                page.close()
-            yield number, image
-    finally:
-        pdf.close()
 
 
 def _layout():

@@ -312,29 +312,21 @@ class LayoutExtractor(TextExtractor):
         return page_markdown(self.regions(image), self.ocr_lines(image) if lines is None else lines, image.size[1])
 
     def pages(self, path: Path, todo: Optional[Set[int]] = None) -> Iterator[Tuple[int, str]]:
-        from ..ingest.render import _open_pdf, _scale_for, render_pages
+        from ..ingest.render import _scale_for, pdf_pages, render_pages
         from ..ingest.sources import IMAGE_SUFFIXES
 
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            for number, image in render_pages(path, dpi=self.dpi, max_side=self.max_side):
-                if todo is None or number in todo:
-                    yield number, self.page_text(image, None)
+            for number, image in render_pages(path, dpi=self.dpi, max_side=self.max_side, pages=todo):
+                yield number, self.page_text(image, None)
             return
-        pdf = _open_pdf(path)
-        try:
-            for index in range(len(pdf)):
-                if todo is not None and index + 1 not in todo:
-                    continue
-                yield index + 1, self._pdf_page(path, pdf, index, _scale_for)
-        finally:
-            pdf.close()
+        for number, page in pdf_pages(path, todo):
+            yield number, self._pdf_page(path, page, number, _scale_for)
 
-    def _pdf_page(self, path: Path, pdf, index: int, scale_for) -> str:
+    def _pdf_page(self, path: Path, page, number: int, scale_for) -> str:
         import pypdfium2 as pdfium
 
         from ..errors import DocumentError
 
-        page = pdf[index]
         textpage = page.get_textpage()
         try:
             width_pt, height_pt = page.get_size()
@@ -342,10 +334,9 @@ class LayoutExtractor(TextExtractor):
             try:
                 image = page.render(scale=scale).to_pil().convert('RGB')
             except pdfium.PdfiumError as e:
-                raise DocumentError(str(path), f'page {index + 1} cannot be rendered ({e})') from e
+                raise DocumentError(str(path), f'page {number} cannot be rendered ({e})') from e
             layer = textpage.get_text_bounded()
             lines = text_layer_lines(textpage, height_pt, scale) if text_layer_usable(layer, self.min_chars) else None
             return self.page_text(image, lines)
         finally:
             textpage.close()
-            page.close()
