@@ -262,8 +262,10 @@ def cmd_search(args) -> int:
         raise SystemExit('error: empty query: type what you are looking for')
     filters = {'file': args.file, 'pages': _parse_pages(args.pages)}
     _check_existing_db(args)
-    encoder = _encoder(args)
-    with _store(args, encoder.dim) as store:
+    with _store(args, create=False) as store:   # opened once: it also names the model it was built with
+        info = store.model_info() or {}
+        encoder = _encoder(args, model=args.model or info.get('name'))
+        store.check_dim(encoder.dim)
         index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode=args.mode), progress=False,
                              allow_model_change=args.allow_model_change)
         start = time.perf_counter()
@@ -295,11 +297,10 @@ def cmd_docs(args) -> int:
 
 def cmd_delete(args) -> int:
     from .ingest.records import is_doc_id
-    from .ingest.sources import display_name
 
     bad = [d for d in args.doc_ids if not is_doc_id(d)]
     if bad:
-        print(f'error: not a document id: {", ".join(repr(display_name(d)) for d in bad)}; ids are 16 hex digits, '
+        print(f'error: not a document id: {", ".join(repr(_shown(d)) for d in bad)}; ids are 16 hex digits, '
               f'as listed by `lazyllm-colpali docs`', file=sys.stderr)
         return 2
     with _store(args, create=False) as store:

@@ -13,10 +13,11 @@ from tqdm.auto import tqdm
 from .errors import DocumentError, EmptyQueryError, QueryTooLongError
 from .ingest.records import IngestFailure, IngestReport, PageRecord, RenderedPage, make_page_id
 from .ingest.render import count_pages, render_pages
-from .ingest.sources import display_name, document_id, expand_sources
+from .ingest.sources import document_id, expand_sources
 from .logging import LOG
 from .models.encoder import ColPaliEncoder
 from .models.identity import check_same_model, model_identity
+from .serving.escape import terminal_text
 from .retrieve.retriever import MaxSimRetriever, SearchHit
 from .store.base import Filters, MultiVectorStore
 
@@ -69,7 +70,7 @@ class ColPaliIndex:
                 doc_id, sha = document_id(path)
                 n_pages = count_pages(path)
             except (DocumentError, OSError) as e:
-                report.failures.append(IngestFailure(display_name(path), getattr(e, 'reason', str(e))))
+                report.failures.append(IngestFailure(terminal_text(path), getattr(e, 'reason', str(e))))
                 continue
             wanted = [make_page_id(doc_id, n) for n in range(1, n_pages + 1)]
             todo = self.store.missing(wanted)
@@ -85,7 +86,7 @@ class ColPaliIndex:
                     try:
                         self._add_file(path, doc_id, sha, todo, metadata or {}, report, bar)
                     except DocumentError as e:
-                        report.failures.append(IngestFailure(display_name(path), e.reason))
+                        report.failures.append(IngestFailure(terminal_text(path), e.reason))
                         continue
                 self._drop_older_versions(path, doc_id)
         for failure in report.failures:
@@ -127,7 +128,8 @@ class ColPaliIndex:
     def _drop_older_versions(self, path: Path, doc_id: str) -> None:
         """A file whose content changed gets a new doc_id; its old pages go once the new ones are stored."""
         source = str(path.resolve())
-        older = {r.doc_id for r in self.store.records(self.store.page_ids({'source': source})).values()} - {doc_id}
+        records = self.store.records(self.store.page_ids({'source': source}), images=False)
+        older = {r.doc_id for r in records.values()} - {doc_id}
         if older:
             LOG.info(f'{path} changed: replacing {len(older)} older version(s)')
             self.store.delete_docs(sorted(older))
@@ -138,7 +140,7 @@ class ColPaliIndex:
         from .store.milvus_store import rerender_page
 
         self.check_model()
-        records = list(self.store.records(list(page_ids)).values())
+        records = list(self.store.records(list(page_ids), images=False).values())   # rendered once, below
         restored = 0
         for start in range(0, len(records), self.encoder.batch_size):
             batch = [(r, rerender_page(r)) for r in records[start:start + self.encoder.batch_size]]

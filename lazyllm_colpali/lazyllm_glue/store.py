@@ -141,10 +141,10 @@ class ColPaliMilvusStore(LazyLLMStoreBase):
             return [value] if isinstance(value, str) else list(value)
         if 'uid' in criteria:
             uids = set(criteria['uid'] if not isinstance(criteria['uid'], str) else [criteria['uid']])
-            docs = {r.doc_id for r in store.records(list(uids)).values()}
+            docs = {r.doc_id for r in store.records(list(uids), images=False).values()}
             return [d for d in docs if set(store.page_ids({'doc_id': d})) <= uids]
         if RAG_KB_ID in criteria:
-            records = store.records(store.page_ids())
+            records = store.records(store.page_ids(), images=False)
             return sorted({r.doc_id for r in records.values() if r.metadata.get(RAG_KB_ID) == criteria[RAG_KB_ID]})
         raise ValueError(f'colpali_milvus cannot delete by {sorted(criteria)}; use uid, {RAG_DOC_ID} or {RAG_KB_ID}')
 
@@ -155,7 +155,7 @@ class ColPaliMilvusStore(LazyLLMStoreBase):
         for key in self._keys():
             store = self._store(collection_name, key)
             if store is not None and uids:
-                found |= set(store.records(list(uids)))
+                found |= set(store.records(list(uids), images=False))
         return [{'uid': uid, 'embedding': {}} for uid in uids if uid in found]
 
     def search(self, collection_name: str, query: Optional[str] = None,

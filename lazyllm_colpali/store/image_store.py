@@ -59,6 +59,10 @@ class ImageStore(ABC):
     @abstractmethod
     def delete_doc(self, doc_id: str) -> None: ...
 
+    def delete_docs(self, doc_ids: Iterable[str]) -> None:
+        for doc_id in doc_ids:
+            self.delete_doc(doc_id)
+
     @abstractmethod
     def doc_ids(self) -> List[str]: ...
 
@@ -119,10 +123,6 @@ class PageImageStore(ImageStore):
         target = self.root / check_key_part(doc_id, 'doc id')
         if target.resolve().parent == self.root:   # never follow a symlink out of the store
             shutil.rmtree(target, ignore_errors=True)
-
-    def delete_docs(self, doc_ids: Iterable[str]) -> None:
-        for doc_id in doc_ids:
-            self.delete_doc(doc_id)
 
     def doc_ids(self) -> List[str]:
         return sorted(d.name for d in self.root.iterdir() if d.is_dir() and _SAFE_PART.match(d.name))

@@ -244,16 +244,22 @@ class MilvusMultiVectorStore(MultiVectorStore):
             raise StoreError(f'collection {self.collection!r} uses schema {schema["version"]}, newer than this '
                              f'lazyllm-colpali understands ({SCHEMA_VERSION}); upgrade the package')
         stored = int(schema['dim'])
-        if dim is not None and dim != stored:
-            raise DimensionMismatchError(
-                f'collection {self.collection!r} in {self.uri!r} holds {stored}-dim vectors but the model gives '
-                f'{dim}-dim vectors; use the model it was built with, or another --collection')
+        if dim is not None:
+            self.check_dim(dim, stored)
         # A collection reopened by a new process (or on a restarted server) starts released.
         self._call('load_collection', client.load_collection, self.collection)
         if schema['layout'] == 'blob':
             self._call('load_collection', client.load_collection, f'{self.collection}__vectors')
         self._float16 = bool(schema.get('float16'))
         return stored, schema['layout']
+
+    def check_dim(self, dim: int, stored: Optional[int] = None) -> None:
+        """Refuse a model whose vectors do not have this collection's dimension."""
+        stored = self.dim if stored is None else stored
+        if dim != stored:
+            raise DimensionMismatchError(
+                f'collection {self.collection!r} in {self.uri!r} holds {stored}-dim vectors but the model gives '
+                f'{dim}-dim vectors; use the model it was built with, or another --collection')
 
     def _choose_layout(self, layout: Optional[str]) -> str:
         if not self.remote:
@@ -421,7 +427,9 @@ class MilvusMultiVectorStore(MultiVectorStore):
         rows = self._query(filter_expression({'doc_id': list(doc_ids)}), ['doc_id'])
         return {r['doc_id'] for r in rows}
 
-    def records(self, page_ids: Sequence[str]) -> Dict[str, PageRecord]:
+    def records(self, page_ids: Sequence[str], images: bool = True) -> Dict[str, PageRecord]:
+        """Page records by id. ``images``: resolve each ``image_path`` on this machine, re-rendering a missing
+        image from its source (False for callers that only need ids and sources)."""
         ids = list(page_ids)
         if not ids:
             return {}
@@ -432,7 +440,8 @@ class MilvusMultiVectorStore(MultiVectorStore):
                                 page_number=int(r['page']), width=int(r['width']), height=int(r['height']),
                                 n_vectors=int(r['n_vectors']), metadata=r.get('meta') or {},
                                 image_key=r['image_key'], content_sha=r['content_sha'])
-            record.image_path = str(self.image_file(record) or '')
+            if images:
+                record.image_path = str(self.image_file(record) or '')
             out[record.page_id] = record
         return out
 
@@ -504,12 +513,13 @@ class MilvusMultiVectorStore(MultiVectorStore):
             token = change.get('token', '')
             if not force and token and token == self.vectors.info().get('synced_token'):
                 return None
-            rows = {r['page_id']: int(r['n_vectors']) for r in self._query('', ['page_id', 'n_vectors'])}
+            rows = {r['page_id']: (int(r['n_vectors']), r['doc_id'])
+                    for r in self._query('', ['page_id', 'doc_id', 'n_vectors'])}
             local = self.vectors.page_lengths()
             gone = [p for p in local if p not in rows]
-            stale = [p for p, n in local.items() if p in rows and rows[p] != n]
+            stale = [p for p, n in local.items() if p in rows and rows[p][0] != n]
             self.vectors.delete_pages(gone + stale)
-            todo = {p: n for p, n in rows.items() if p not in local or p in stale}
+            todo = {p: row for p, row in rows.items() if p not in local or p in stale}
             fetched, absent = self._fetch(todo)
             if not absent:
                 self.vectors.set_info(synced_token=token)
@@ -518,7 +528,8 @@ class MilvusMultiVectorStore(MultiVectorStore):
                          f'{len(gone)} dropped' + (f', {len(absent)} have no vectors in Milvus' if absent else ''))
             return {'fetched': fetched, 'dropped': len(gone), 'absent': len(absent)}
 
-    def _fetch(self, todo: Dict[str, int]) -> tuple:
+    def _fetch(self, todo: Dict[str, tuple]) -> tuple:
+        """Fetch ``{page_id: (n_vectors, doc_id)}`` from Milvus into the local file; ``(fetched, absent ids)``."""
         from tqdm.auto import tqdm
 
         fetched, absent = 0, []
@@ -529,11 +540,8 @@ class MilvusMultiVectorStore(MultiVectorStore):
                 batch = ids[start:start + _SYNC_BATCH]
                 with self.vectors.file_lock.hold():   # another process on this data dir may be fetching too
                     batch = [p for p in batch if p not in self.vectors.has(batch)]
-                    got = self.layout.read({p: todo[p] for p in batch}) if batch else {}
-                    rows = self._call('get', self._client.get, self.collection, ids=list(got),
-                                      output_fields=['doc_id']) if got else []
-                    docs = {r['page_id']: r['doc_id'] for r in rows}
-                    items = [(p, docs[p], torch.from_numpy(a.astype(np.float32))) for p, a in got.items() if p in docs]
+                    got = self.layout.read({p: todo[p][0] for p in batch}) if batch else {}
+                    items = [(p, todo[p][1], torch.from_numpy(a.astype(np.float32))) for p, a in got.items()]
                     self.vectors.put(items)
                 fetched += len(items)
                 absent += [p for p in batch if p not in got]

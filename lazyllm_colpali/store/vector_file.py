@@ -91,6 +91,8 @@ class LocalVectorFile:
             self._db.execute('CREATE TABLE IF NOT EXISTS pages (page_id TEXT PRIMARY KEY, doc_id TEXT NOT NULL, '
                              'offset INTEGER NOT NULL, length INTEGER NOT NULL)')
             self._db.execute('CREATE INDEX IF NOT EXISTS pages_doc ON pages(doc_id)')
+            # lets a writer find rows that claim rows past the end of the file without scanning the manifest
+            self._db.execute('CREATE INDEX IF NOT EXISTS pages_end ON pages(offset + length)')
             self._db.execute('CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL)')
             self._check_info()
             self._remove_stale_generations()
@@ -146,7 +148,6 @@ class LocalVectorFile:
                 raise DimensionMismatchError(f'page {page_id}: vectors of shape {tuple(vectors.shape)} do not fit '
                                              f'this collection\'s dim {self.dim}')
         with self._lock, self.file_lock.hold():
-            self._drop_damaged()   # never append over rows a truncated file still claims
             path = self._tokens_path()
             rows = []
             with open(path, 'ab') as f:
@@ -155,6 +156,7 @@ class LocalVectorFile:
                     f.truncate(size - size % self._row_bytes)
                     size -= size % self._row_bytes
                 offset = size // self._row_bytes
+                self._drop_past(offset)   # never append over rows a truncated file still claims
                 for page_id, doc_id, vectors in items:
                     data = vectors.detach().to('cpu', torch.float32).numpy().astype(self._np_dtype)
                     f.write(data.tobytes())
@@ -182,6 +184,14 @@ class LocalVectorFile:
             n = sum(self._db.execute(f'DELETE FROM pages WHERE {column} = ?', (v,)).rowcount for v in values)
             self._version += 1
         return n
+
+    def _drop_past(self, file_rows: int) -> None:
+        """The append path's check: one indexed lookup, not a scan of the whole manifest per batch."""
+        past = [r[0] for r in self._db.execute('SELECT page_id FROM pages WHERE offset + length > ?', (file_rows,))]
+        if past:
+            LOG.warning(f'vector file {self.root}: {len(past)} pages point past the end of {self._tokens_path().name} '
+                        f'(a truncated file); dropping them so they are fetched or re-indexed')
+            self._delete('page_id', past)
 
     def _drop_damaged(self) -> List[str]:
         damaged = self.validate()['damaged']
