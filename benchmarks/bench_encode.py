@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import resource
 import statistics
 import sys
@@ -32,6 +31,8 @@ import torch
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_io import write_json  # noqa: E402  (benchmarks/ is on sys.path when run or imported)
 
 import lazyllm_colpali  # noqa: E402,F401  (environment fixes before colpali_engine)
 from lazyllm_colpali.models.encoder import ColPaliEncoder  # noqa: E402
@@ -242,8 +243,7 @@ def main(argv=None) -> Dict:
         rows = result['models'][family] = []
         for variant in args.variants.split(','):   # saved after each: a later variant may run out of memory
             rows.append(run_variant(folder, variant, args, pages, reference))
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(result, indent=2))
+            write_json(args.out, result, announce=False)
     print(f'JSON written to {args.out}')
     return result
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import statistics
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_io import write_json  # noqa: E402  (benchmarks/ is on sys.path when run or imported)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -290,8 +291,7 @@ def main(argv=None) -> Dict:
     result = {'args': vars(args), 'env': info, 'rows': []}
 
     def save():
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        write_json(args.out, result, announce=False)
 
     for part, fn in (('maxsim', maxsim_rows), ('encode', encoder_rows)):
         if part in skip:

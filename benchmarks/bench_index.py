@@ -9,7 +9,6 @@ model into Milvus Lite, and times rendering, encoding and storing separately; th
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -18,6 +17,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_io import write_json  # noqa: E402  (benchmarks/ is on sys.path when run or imported)
 
 from lazyllm_colpali import ColPaliEncoder, ColPaliIndex, MaxSimRetriever, MilvusMultiVectorStore  # noqa: E402
 
@@ -101,8 +102,7 @@ def main(argv=None) -> dict:
         'bytes_per_page': {k: v / n for k, v in storage.items()},
     }
     store.close()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_json(args.out, result, announce=False)
 
     print(f'\nIndexed {n} pages with {args.model} at {args.dpi} DPI in {wall:.1f} s = '
           f'{result["pages_per_s"]:.2f} pages/s')

@@ -20,7 +20,6 @@ retriever), and hierarchical token pooling (factor 2 and 3, on a subset: it cost
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from report_io import write_json  # noqa: E402  (benchmarks/ is on sys.path when run or imported)
 
 import lazyllm_colpali  # noqa: E402,F401  (environment fixes before colpali_engine)
 from synthetic import make_pages, make_queries  # noqa: E402
@@ -257,12 +257,6 @@ def pooling_rows(fp32: PackedMultiVectors, queries: List[torch.Tensor], m: int) 
                      'note': f'{pool_s:.2f} s/page to pool; recall vs exact on the same {m} pages'})
         print(f'  {rows[-1]["path"]:<38} p50 {result["p50_ms"]:9.1f} ms  recall@10 {rows[-1]["recall@10"]:.3f}')
     return rows
-
-
-def write_json(path: str, result: Dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(result, indent=2))
-    print(f'JSON written to {path}')
 
 
 def print_table(rows: List[Dict]) -> None:

@@ -24,10 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 try:
     import lazyllm_colpali  # noqa: E402,F401
-    from bench_maxsim import K, percentile, recall_at_k, write_json  # noqa: E402
+    from bench_maxsim import K, percentile, recall_at_k  # noqa: E402
 except ImportError:   # a machine without lazyllm (the GPU box): load the retrieve modules on their own
-    import json
-
     from bench_gpu import import_maxsim  # noqa: E402
     import_maxsim()
     K = 10
@@ -39,9 +37,7 @@ except ImportError:   # a machine without lazyllm (the GPU box): load the retrie
     def recall_at_k(found, truth):
         return statistics.mean(len(set(f[:K]) & set(t.tolist())) / K for f, t in zip(found, truth))
 
-    def write_json(path, result):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(result, indent=2))
+from report_io import write_json  # noqa: E402
 from synthetic import make_pages, make_queries  # noqa: E402
 
 from lazyllm_colpali.retrieve.candidates import CentroidIndex  # noqa: E402

@@ -6,7 +6,6 @@ client uploads a large PDF through POST /index. Reports errors and p50/p95 for b
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_io import write_json  # noqa: E402  (benchmarks/ is on sys.path when run or imported)
 
 from lazyllm_colpali import ColPaliEncoder, ColPaliIndex, MilvusMultiVectorStore  # noqa: E402
 
@@ -140,9 +141,7 @@ def main(argv=None) -> Dict:
     print(f'{args.clients} clients; upload of {args.upload_pages} pages indexed in {ingest_s:.1f} s '
           f'({state["state"]}); p95 during/without = {b["p95_ms"] / a["p95_ms"]:.2f}x')
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
-        print(f'JSON written to {args.out}')
+        write_json(args.out, result)
     return result
 
 

@@ -16,7 +16,6 @@ in the same run:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_io import write_json  # noqa: E402  (benchmarks/ is on sys.path when run or imported)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,8 +73,7 @@ def main(argv=None) -> dict:
         row['cpu_vs_baseline'] = row['cpu_s'] / base if base else None
         print(f'{row["case"]:<{width}} {row["cpu_s"]:>7.2f} {row["wall_s"]:>7.2f} {row["cpu_vs_baseline"]:>15.1f}')
     result = {'runs': args.runs, 'python': sys.version.split()[0], 'rows': rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_json(args.out, result, announce=False)
     return result
 
 

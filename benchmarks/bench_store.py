@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -24,6 +23,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_io import write_json  # noqa: E402  (benchmarks/ is on sys.path when run or imported)
 
 from lazyllm_colpali import ColPaliEncoder, ColPaliIndex, MaxSimRetriever, MilvusMultiVectorStore, PageRecord  # noqa
 from lazyllm_colpali.devtools.milvus_servers import (MilvusStandalone, free_port, milvus_standalone_exe,  # noqa
@@ -188,9 +189,7 @@ def main() -> None:
     for r in result['rebuild']:
         print(f'{r["server_name"]:<28}{r["pages"]:>6}{r["rebuild_s_per_1k_pages"]:>20.1f}{r["query_p50_ms_A"]:>10.1f}'
               f'{r["query_p50_ms_B"]:>10.1f}{str(r["identical_top10"]):>12}')
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f'JSON written to {args.out}')
+    write_json(args.out, result)
 
 
 if __name__ == '__main__':
