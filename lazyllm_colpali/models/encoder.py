@@ -4,13 +4,15 @@ from __future__ import annotations
 import threading
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 import torch
 from PIL import Image
 
-from ..errors import ModelNotFoundError
+from ..errors import ModelNotFoundError, UnsupportedModelError
 from ..logging import LOG
+from .adapters import adapter_base, is_adapter_folder, load_adapted_model
 from .families import Family, detect_family, get_family
 from .loading import how_to_fix, resolve_model
 
@@ -92,14 +94,20 @@ class ColPaliEncoder:
         import colpali_engine.models as cm
 
         source, local_only = resolve_model(self.model_name)
-        family = get_family(self.family_name) if self.family_name else detect_family(source)
+        family = check_family(source, self.family_name)
         kwargs = dict(torch_dtype=self.dtype, local_files_only=local_only)
         if self.attn_implementation:
             kwargs['attn_implementation'] = self.attn_implementation
         LOG.info(f'Loading {family.model_class} from {source} on {self.device} ({self.dtype})')
         try:
-            model = getattr(cm, family.model_class).from_pretrained(source, **kwargs)
-            processor = getattr(cm, family.processor_class).from_pretrained(source, local_files_only=local_only)
+            model_class = getattr(cm, family.model_class)
+            if is_adapter_folder(source):   # a fine-tuned LoRA adapter: its base, then the adapter merged in
+                base_source, base_local = resolve_model(adapter_base(source))
+                model = load_adapted_model(model_class, base_source, source,
+                                           **dict(kwargs, local_files_only=base_local))
+            else:
+                model = model_class.from_pretrained(source, **kwargs)
+            processor = load_processor(family, source, local_only)
         except (OSError, ValueError) as e:
             first_line = str(e).splitlines()[0] if str(e) else ''
             raise ModelNotFoundError(f'model {self.model_name!r} could not be loaded as {family.model_class} '
@@ -168,6 +176,36 @@ class ColPaliEncoder:
             # Padding rows are zeroed by the model; drop them so stored pages hold real tokens only.
             results.extend(e[m].float().cpu() for e, m in zip(embeddings, mask))
         return results
+
+
+def check_family(source: str, family_name: Optional[str] = None) -> Family:
+    """The family of ``source``; a ``family_name`` that contradicts what the folder says is an error (an adapter
+    trained on one family cannot be loaded as another)."""
+    if not family_name:
+        return detect_family(source)
+    family = get_family(family_name)
+    if is_adapter_folder(source):
+        try:
+            detected = detect_family(source)
+        except UnsupportedModelError:
+            return family
+        if detected != family:
+            raise UnsupportedModelError(
+                f'{source}: this adapter was trained on a {detected.name} model ({adapter_base(source)!r} in its '
+                f'adapter_config.json), not {family.name}; drop --family or pass --family {detected.name}')
+    return family
+
+
+def load_processor(family: Family, source: str, local_only: bool = True):
+    """The processor saved beside the weights; an adapter folder without one uses its base model's."""
+    import colpali_engine.models as cm
+
+    processor_class = getattr(cm, family.processor_class)
+    if is_adapter_folder(source) and not (Path(source) / 'preprocessor_config.json').is_file() \
+            and not (Path(source) / 'processor_config.json').is_file():
+        base_source, local_only = resolve_model(adapter_base(source))
+        return processor_class.from_pretrained(base_source, local_files_only=local_only)
+    return processor_class.from_pretrained(source, local_files_only=local_only)
 
 
 def quantize_language_tower(model: torch.nn.Module) -> torch.nn.Module:

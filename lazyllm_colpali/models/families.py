@@ -67,7 +67,10 @@ def detect_family(name_or_path: str) -> Family:
                 return family
         adapter = folder / 'adapter_config.json'
         if adapter.exists():  # LoRA checkpoints (e.g. vidore/colqwen2-v1.0) name their base model
-            hints.insert(0, json.loads(adapter.read_text()).get('base_model_name_or_path') or '')
+            base = json.loads(adapter.read_text()).get('base_model_name_or_path') or ''
+            if base and (Path(base).expanduser() / 'config.json').is_file():   # a local base says it exactly
+                return detect_family(base)
+            hints.insert(0, base)
     for hint in hints:
         family = _family_from_name(hint)
         if family:
