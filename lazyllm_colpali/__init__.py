@@ -3,7 +3,7 @@
 Names load on first use (PEP 562), so ``import lazyllm_colpali`` and ``lazyllm-colpali --help`` stay fast.
 Using any LazyLLM-facing name (``ColPaliEmbed``, ``ColPaliMilvusStore``, ``maxsim``, the pipelines ...) or
 calling :func:`register` registers the plugin's LazyLLM extensions: the ``colpali_milvus`` store type
-(``lazyllm.store``) and the ``maxsim`` similarity. Importing changes nothing else in the host process
+(``lazyllm.store``), the ``maxsim`` similarity and the ``ColPaliFinetune`` method (``lazyllm.finetune``). Importing changes nothing else in the host process
 (LazyLLM tracing, logging and readers are left as the application set them).
 """
 from __future__ import annotations
@@ -37,6 +37,8 @@ _EXPORTS = {
     '.store.milvus_store': ['MilvusMultiVectorStore'],
     '.store.vector_file': ['LocalVectorFile', 'PackedMultiVectors'],
     '.text': ['CaptionQAAugmenter', 'PageTextIndex'],
+    '.training': ['FinetuneSettings', 'finetune'],
+    '.training.lazyllm_method': ['ColPaliFinetune'],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE) + ['register']

@@ -32,10 +32,12 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
                                                       'the data dir)')
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--model', default=None, help='model name or local folder (default: the one the collection was '
-                                                 'built with, else $LAZYLLM_COLPALI_MODEL or vidore/colqwen2-v1.0); '
-                                                 '"tiny:colpali" etc. for an offline test model')
+def _add_model_args(p: argparse.ArgumentParser, repeatable: bool = False) -> None:
+    p.add_argument('--model', default=None, action='append' if repeatable else 'store',
+                   help='model name or local folder, or a fine-tuned adapter folder (default: the one the collection '
+                        'was built with, else $LAZYLLM_COLPALI_MODEL or vidore/colqwen2-v1.0); "tiny:colpali" etc. '
+                        'for an offline test model' + ('; repeat it to compare models: each further --model M adds '
+                                                       'a colpali@M arm' if repeatable else ''))
     p.add_argument('--family', default=None, help='model family when it cannot be detected '
                                                   '(colpali, colqwen2, colqwen2_5, colidefics3, ...)')
     p.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:1, mps (default: auto)')
@@ -128,14 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--queries', help='queries .jsonl/.parquet ({"query_id", "query"})')
     p.add_argument('--qrels', help='qrels .jsonl/.parquet/.tsv ({"query_id", "page": "file.pdf#3", "score"})')
     p.add_argument('--arms', default=','.join(DEFAULT_ARMS),
-                   help=f'comma-separated, from {",".join(ALL_ARMS)} (default: {",".join(DEFAULT_ARMS)})')
+                   help=f'comma-separated, from {",".join(ALL_ARMS)}, and colpali@MODEL (the visual arm with another '
+                        f'model or adapter folder, e.g. colpali,colpali@./adapter) (default: {",".join(DEFAULT_ARMS)})')
     p.add_argument('-k', '--topk', type=int, default=10, help='pages retrieved per query by every arm (default: 10)')
     p.add_argument('--out', default='./eval_results', help='where the table, JSON and PNG chart go')
     p.add_argument('--workdir', default=None, help='keep the arms\' indexes here and reuse them (default: a '
                                                    'temporary folder, removed afterwards)')
     p.add_argument('--hybrid-weights', default=None, help='RRF weights, e.g. colpali=1,text=0.5')
     _add_vlm_args(p)
-    _add_model_args(p)
+    _add_model_args(p, repeatable=True)
 
     p = sub.add_parser('standin-vlm', help='run the local OpenAI-compatible stand-in VLM (no real model)')
     p.add_argument('--port', type=int, default=8011)
@@ -143,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('make-tiny-model', help='build a tiny random model folder offline (for tests and demos)')
     p.add_argument('out_dir')
     p.add_argument('--family', default='colqwen2', help='colpali, colqwen2, colqwen2_5 or colidefics3')
+
+    from .training.cli import add_parsers as add_training_parsers
+    add_training_parsers(sub, _add_store_args, _add_vlm_args)   # finetune, feedback export
 
     # -v before or after the command; quiet is the default
     parser.add_argument('-v', '--verbose', action='store_true',
@@ -477,6 +483,8 @@ def cmd_eval(args) -> int:
             raise SystemExit('error: --corpus needs --queries and --qrels')
         dataset = from_parts(args.corpus, args.queries, args.qrels)
     arms = [a.strip() for a in args.arms.split(',') if a.strip()]
+    models = args.model or [default_model()]
+    arms += [f'colpali@{m}' for m in models[1:] if f'colpali@{m}' not in arms]   # --model A --model B: A vs B
     weights = dict((k, float(v)) for k, v in (kv.split('=') for kv in args.hybrid_weights.split(','))) \
         if args.hybrid_weights else None
     vlm = server = None
@@ -484,7 +492,7 @@ def cmd_eval(args) -> int:
         vlm, server = make_vlm(args.vlm_url, args.vlm_model, source=args.vlm_source, api_key_env=args.vlm_key_env)
     try:
         start = time.perf_counter()
-        report = run_eval(dataset, arms, topk=args.topk, model=args.model or default_model(),
+        report = run_eval(dataset, arms, topk=args.topk, model=models[0],
                           device='cuda' if args.device.startswith('cuda') else 'cpu', vlm=vlm,
                           workdir=args.workdir, hybrid_weights=weights)
         seconds = time.perf_counter() - start
@@ -509,9 +517,20 @@ def cmd_standin_vlm(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    from .training.cli import cmd_finetune as run
+    return run(args)
+
+
+def cmd_feedback(args) -> int:
+    from .training.cli import cmd_feedback as run
+    return run(args)
+
+
 COMMANDS = {'index': cmd_index, 'search': cmd_search, 'docs': cmd_docs, 'delete': cmd_delete,
             'check': cmd_check, 'serve-api': cmd_serve_api, 'make-tiny-model': cmd_make_tiny_model,
-            'eval': cmd_eval, 'serve': cmd_serve, 'standin-vlm': cmd_standin_vlm}
+            'eval': cmd_eval, 'serve': cmd_serve, 'standin-vlm': cmd_standin_vlm, 'finetune': cmd_finetune,
+            'feedback': cmd_feedback}
 
 
 def _validate(args) -> None:

@@ -6,7 +6,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / 'shared' / 'corpus' / 'real'
+
+
+def _real_corpus() -> Path:
+    # ../shared/corpus/real from the main checkout; worktrees (/work/wt/X) and CI clones elsewhere look up
+    # LAZYLLM_COLPALI_CORPUS, then /work/shared/corpus/real.
+    import os
+
+    for candidate in (os.environ.get('LAZYLLM_COLPALI_CORPUS'), ROOT.parent / 'shared' / 'corpus' / 'real',
+                      '/work/shared/corpus/real'):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return ROOT.parent / 'shared' / 'corpus' / 'real'
+
+
+CORPUS = _real_corpus()
 
 
 from tests.helpers.pdfs import make_bad_files, make_text_pdf

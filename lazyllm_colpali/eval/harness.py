@@ -67,17 +67,38 @@ class _Arm:
         return self.index.search(query, topk)
 
 
-def _visual_arm(workdir: Path, model: str, device: str) -> _Arm:
+VISUAL_PREFIX = 'colpali@'   # colpali@MODEL: the visual arm with another model or adapter folder
+
+
+def is_visual_arm(name: str) -> bool:
+    return name == 'colpali' or name.startswith(VISUAL_PREFIX)
+
+
+def _visual_arm(workdir: Path, model: str, device: str, name: str = 'colpali') -> _Arm:
+    import hashlib
+
     from ..indexer import ColPaliIndex
     from ..models.encoder import ColPaliEncoder
     from ..retrieve.retriever import MaxSimRetriever
     from ..store.milvus_store import MilvusMultiVectorStore
 
     encoder = ColPaliEncoder(model, device=device)
-    store = MilvusMultiVectorStore(str(workdir / 'colpali.db'), 'eval_pages', dim=encoder.dim)
+    # Each model gets its own collection file: a collection refuses pages from another model.
+    db = 'colpali.db' if name == 'colpali' else f'colpali-{hashlib.sha1(model.encode()).hexdigest()[:10]}.db'
+    store = MilvusMultiVectorStore(str(workdir / db), 'eval_pages', dim=encoder.dim)
     index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode='exact'))
-    note = 'random tiny model: ranking meaningless' if model.startswith('tiny:') else ''
-    return _Arm('colpali', index, store.close, note)
+    return _Arm(name, index, store.close, _model_note(model))
+
+
+def _model_note(model: str) -> str:
+    from ..models.adapters import adapter_base, is_adapter_folder
+
+    if model.startswith('tiny:'):
+        return 'random tiny model: ranking meaningless'
+    if is_adapter_folder(model):
+        base = adapter_base(model)
+        return f'LoRA adapter on {base}' + (' (random tiny base)' if base.startswith('tiny:') else '')
+    return ''
 
 
 def _text_arm(name: str, workdir: Path, extractor: Any, note: str = '') -> _Arm:
@@ -88,7 +109,7 @@ def _text_arm(name: str, workdir: Path, extractor: Any, note: str = '') -> _Arm:
 
 
 def _storage(arm: _Arm) -> int:
-    return int(sum(arm.index.store.storage_bytes().values()) if arm.name == 'colpali'
+    return int(sum(arm.index.store.storage_bytes().values()) if is_visual_arm(arm.name)
                else sum(arm.index.storage_bytes().values()))
 
 
@@ -96,9 +117,9 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
              model: str = 'tiny:colpali', device: str = 'cpu', vlm: Optional[Callable] = None,
              workdir: Optional[str | Path] = None, hybrid_weights: Optional[Dict[str, float]] = None,
              rrf_k: int = 60, metrics: Sequence[str] = DEFAULT_METRICS) -> EvalReport:
-    unknown = [a for a in arms if a not in ALL_ARMS]
+    unknown = [a for a in arms if a not in ALL_ARMS and not (a.startswith(VISUAL_PREFIX) and len(a) > len(VISUAL_PREFIX))]
     if unknown:
-        raise ValueError(f'unknown arms {unknown}; choose from {", ".join(ALL_ARMS)}')
+        raise ValueError(f'unknown arms {unknown}; choose from {", ".join(ALL_ARMS)}, or {VISUAL_PREFIX}MODEL')
     own_tmp = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix='colpali_eval_')) if own_tmp else Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +160,8 @@ def _make_arm(name: str, workdir: Path, model: str, device: str, vlm: Optional[C
 
     if name == 'colpali':
         return _visual_arm(workdir, model, device)
+    if name.startswith(VISUAL_PREFIX):
+        return _visual_arm(workdir, name[len(VISUAL_PREFIX):], device, name)
     if name in ('text', 'text-layer', 'ocr', 'layout'):
         return _text_arm(name, workdir, get_extractor({'text': 'auto'}.get(name, name)))
     if name == 'mineru':
@@ -199,8 +222,8 @@ def _hybrid(built: Dict[str, _Arm], dataset: EvalDataset, topk: int, weights: Op
 
     result = ArmResult('hybrid')
     members = {name: arm for name, arm in built.items() if name != 'hybrid'}
-    if 'colpali' not in members or len(members) < 2:
-        result.error = 'needs the colpali arm and at least one text arm'
+    if not any(is_visual_arm(n) for n in members) or len(members) < 2:
+        result.error = 'needs a colpali arm and at least one other arm'
         return result
     retriever = HybridRetriever({name: _SearchModule(arm) for name, arm in members.items()},
                                 weights={k: v for k, v in (weights or {}).items() if k in members},

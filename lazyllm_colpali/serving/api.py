@@ -6,6 +6,8 @@
     GET  /jobs/ID  -> {"state": "queued" | "running" | "done" | "failed" | "cancelled", "done": 3, "total": 9,
                        "report": {...}}
     GET  /health   -> {"pages": 1234}
+    POST /feedback {"query": "...", "page_id": "...", "useful": true} -> {"stored": "ID", "feedback": 12}
+                   (kept beside the collection; `lazyllm-colpali feedback export` turns it into training pairs)
 
 Hostile input is answered, never crashed on: every malformed body is a 400 naming the field, bodies over
 ``max_body_bytes`` a 413, a Host header other than the bound host a 400 (DNS rebinding), a missing bearer
@@ -320,6 +322,10 @@ def create_app(index: ColPaliIndex, *, allow_roots: Sequence[Union[str, Path]] =
             raise HTTPException(status_code=404, detail=f'no job {job_id!r}')
         return {'state': found.state, 'paths': found.paths, 'done': found.done, 'total': found.total,
                 'report': found.result, 'error': found.error}
+
+    from ..training.feedback import FeedbackStore
+    from .feedback_api import add_feedback_route
+    add_feedback_route(app, index, FeedbackStore.for_store(index.store))   # POST /feedback
 
     guard = _Guard(app, allowed_hosts=allowed_hosts, token=token, max_body_bytes=max_body_bytes)
     guard.worker = worker

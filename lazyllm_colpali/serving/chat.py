@@ -24,6 +24,7 @@ from ..generation.answer import Answer, AnswerSettings, PageAnswerer, VLMUnavail
 from ..ingest.sources import SUPPORTED_SUFFIXES
 from ..lazyllm_glue.components import ColPaliDocument
 from ..logging import LOG
+from .chat_feedback import ChatFeedback
 from .escape import markdown_text, only_our_images, page_image_markdown
 from .ingest_worker import IngestBusyError, IngestJob, IngestWorker
 
@@ -65,7 +66,8 @@ class VisualChat(ModuleBase):
 
     def __init__(self, doc: ColPaliDocument, llm: Optional[Callable] = None, *, topk: int = 5,
                  settings: Optional[AnswerSettings] = None, thumbnail_side: int = 360, max_pending: int = 8,
-                 follow_seconds: float = 600.0, upload_dirs: Optional[List[Path]] = None, return_trace: bool = False):
+                 follow_seconds: float = 600.0, upload_dirs: Optional[List[Path]] = None, return_trace: bool = False,
+                 feedback: bool = True):
         super().__init__(return_trace=return_trace)
         self.doc = doc
         self.llm = llm
@@ -77,6 +79,7 @@ class VisualChat(ModuleBase):
         self.answerer = PageAnswerer(llm, self.settings) if llm is not None else None
         self.worker = IngestWorker(lambda paths, on_progress: self.doc.add_files(paths, on_progress=on_progress),
                                    max_pending=max_pending)
+        self.feedback = ChatFeedback(lambda: self.doc.index) if feedback else None   # 👍/👎 per cited page
 
     def forward(self, message: str, **kw) -> str:
         from lazyllm.components.formatter import decode_query_with_filepaths
@@ -158,13 +161,16 @@ class VisualChat(ModuleBase):
             return 'No indexed page matches this question.'
         if self.answerer is None:
             answer = Answer(query, '', hits[:self.settings.pages])
-            return NO_VLM + answer_markdown(answer, self.thumbnails(answer))   # our own note, then the sources
+            return NO_VLM + answer_markdown(answer, self.thumbnails(answer)) + self._feedback(answer)
         try:
             answer = self.answerer.answer(hits, query)
         except VLMUnavailableError as e:
             answer = Answer(query, f'The answer model is unavailable: {e}\n\nThe best pages are below.',
                             hits[:self.settings.pages])
-        return answer_markdown(answer, self.thumbnails(answer))
+        return answer_markdown(answer, self.thumbnails(answer)) + self._feedback(answer)
+
+    def _feedback(self, answer: Answer) -> str:
+        return self.feedback.markdown(answer.query, answer.hits) if self.feedback else ''
 
     def close(self, timeout: float = 10.0) -> bool:
         """Stop indexing (the running upload keeps the pages stored so far); True if the writer ended."""
@@ -229,9 +235,12 @@ class ChatServer:
         port = port or self.pick_port()
         hosts = allowed_hosts_for(self.host)   # a Host check, as for the API: no DNS rebinding on loopback
         app_kwargs = {'middleware': [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]} if hosts else {}
+        feedback = self.chat.feedback
         self.web.demo.queue(default_concurrency_limit=self.concurrency).launch(
             server_name=self.host, server_port=port, prevent_thread_lock=True, share=False, quiet=True,
-            app_kwargs=app_kwargs)
+            app_kwargs=app_kwargs, head=feedback.script if feedback else None)
+        if feedback:
+            feedback.install(self.web.demo.app)
         shown = '127.0.0.1' if self.host in ('0.0.0.0', '::', 'localhost') else self.host
         self.url = self.web.url = f'http://{shown}:{port}'
         LOG.info(f'chat running at {self.url} (bound to {self.host})')

@@ -30,7 +30,6 @@ class StepProgress(TrainerCallback):
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self.bar = None
-        self.latest: Dict[str, float] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
         from tqdm.auto import tqdm
@@ -39,13 +38,10 @@ class StepProgress(TrainerCallback):
                         disable=not self.enabled, dynamic_ncols=True)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and 'loss' in logs:
-            self.latest = {'loss': logs['loss'], 'lr': logs.get('learning_rate', 0.0)}
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            if self.latest:
-                self.bar.set_postfix(loss=f'{self.latest["loss"]:.4f}', lr=f'{self.latest["lr"]:.2e}', refresh=False)
+        # The Trainer logs a step after on_step_end: the bar moves here, with that step's own loss.
+        if self.bar is not None and logs and 'loss' in logs:
+            self.bar.set_postfix(loss=f'{logs["loss"]:.4f}', lr=f'{logs.get("learning_rate", 0.0):.2e}',
+                                 refresh=False)
             self.bar.update(state.global_step - self.bar.n)
 
     def on_train_end(self, args, state, control, **kwargs):

@@ -136,6 +136,25 @@ def _base_fingerprint(model: Any) -> str:
     return hashlib.sha256('\n'.join(lines).encode()).hexdigest()[:16]
 
 
+class RecallCurve:
+    """Held-out recall every ``every`` steps, with the process's CPU seconds at that point (a learning curve
+    against compute: how soon a run is good enough)."""
+
+    def __init__(self, every: int, measure):
+        from transformers import TrainerCallback
+
+        self.points: List[Dict[str, Any]] = []
+        curve = self
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if every and state.global_step % every == 0:
+                    usage = resource.getrusage(resource.RUSAGE_SELF)
+                    curve.points.append({'step': state.global_step, 'cpu_s': usage.ru_utime + usage.ru_stime,
+                                         **measure()})
+        self.callback = Callback()
+
+
 class _ColPaliTrainer:
     """Built lazily: ContrastiveTrainer imports datasets and accelerate."""
 
@@ -266,11 +285,14 @@ def finetune(settings: FinetuneSettings) -> Dict[str, Any]:
     order_log.truncate_after(resumed_from or 0)
     progress = StepProgress(settings.progress)
     collapse = CollapseCallback(collapse_loss(loss_name, settings.batch_size))
+    curve = RecallCurve(settings.eval_steps if val else 0,
+                        lambda: recall_at_k(model, processor, pages, val, batch_size=settings.eval_batch_size,
+                                            prepare=family_inputs(family.name), device=device))
     trainer = _ColPaliTrainer.make(
         order_log, model=model, args=_training_arguments(settings, run, max_steps, device, bf16, checkpointing),
         train_dataset=train_set, eval_dataset=None, data_collator=collator,
         loss_func=_loss_function(loss_name, n_negatives, settings.temperature), is_vision_model=True,
-        callbacks=[progress, collapse])
+        callbacks=[progress, collapse, curve.callback])
     from transformers import PrinterCallback
     trainer.remove_callback(PrinterCallback)   # it prints every log dict; StepProgress shows them on one bar
     before_file = run.checkpoints / 'before.json'
@@ -295,7 +317,7 @@ def finetune(settings: FinetuneSettings) -> Dict[str, Any]:
         'epochs': trainer.state.global_step / steps_per_epoch, 'resumed_from_step': resumed_from,
         'loss_curve': history, 'train_loss_first': history[0][1] if history else None,
         'train_loss_last': history[-1][1] if history else None,
-        'val_before': before, 'seconds_training': train_seconds,
+        'val_before': before, 'val_curve': curve.points, 'seconds_training': train_seconds,
         'steps_per_second': steps_this_run / train_seconds if train_seconds and steps_this_run else None,
         'trainable_parameters': trainable_parameters(model)[0], 'total_parameters': trainable_parameters(model)[1],
         'data_order_sha256': hashlib.sha256(json.dumps(order_log.read()).encode()).hexdigest(),
@@ -325,7 +347,7 @@ def _save_adapter(model: Any, processor: Any, run: RunFolder, base_name: str) ->
     shutil.rmtree(staged, ignore_errors=True)
     for config in model.peft_config.values():   # name the base the way --model takes it
         config.base_model_name_or_path = base_name
-    model.save_pretrained(str(staged))
+    model.save_pretrained(str(staged), save_embedding_layers=False)   # LoRA never touches the embeddings
     processor.save_pretrained(str(staged))
     run.publish(staged)
 
