@@ -243,26 +243,38 @@ def test_finetune_from_pdfs_trains_without_validation_pages(corpus_dir, tmp_path
 
 
 def test_hard_negatives_are_mined_with_the_index_and_skip_near_duplicates(task, tiny_colqwen2, tmp_path):
+    from lazyllm_colpali.training import PageRef, TrainingPair, read_pairs
+    from lazyllm_colpali.training.negatives import mine_hard_negatives
+    from lazyllm_colpali.training.pages import PageImages
+
     corpus = tmp_path / 'corpus'
     shutil.copytree(task.folder, corpus)
     (corpus / 'copy').mkdir()
-    shutil.copy(corpus / 'train.pdf', corpus / 'copy' / 'train.pdf')     # another version of the same file
-    pairs = [json.loads(l) for l in (corpus / 'train.jsonl').read_text().splitlines()][:6]
-    pairs.append({'query': 'the copy', 'page': 'copy/train.pdf#7'})        # makes the copy part of the index
-    (corpus / 'few.jsonl').write_text(''.join(json.dumps(p) + '\n' for p in pairs))
+    shutil.copy(corpus / 'train.pdf', corpus / 'copy' / 'train.pdf')    # another version of the file
+    shutil.copy(corpus / 'train.pdf', corpus / 'renamed.pdf')           # the same pages under another name
+    pairs = read_pairs(corpus / 'train.jsonl')[:6]
+    pairs += [TrainingPair('the copy', PageRef('copy/train.pdf', 7)),
+              TrainingPair('the renamed one', PageRef('renamed.pdf', 8))]
+    pages = PageImages(corpus, dpi=72)
+    # k as large as the index: every hit is seen, so each near-duplicate of an answer must be skipped
+    mined, stats = mine_hard_negatives(tiny_colqwen2, pairs, corpus, 3 * 18, pages, workdir=tmp_path / 'mining',
+                                       progress=False)
+    assert stats['pages_indexed'] == 3 * 18
+    for pair in mined:
+        answers = [p.page for p in pairs if p.query == pair.query]
+        twins = {PageRef(name, a.page) for a in answers for name in ('train.pdf', 'copy/train.pdf', 'renamed.pdf')}
+        assert not twins & set(pair.negatives), pair
+        assert len(pair.negatives) == 3 * 18 - len(twins)      # every other page is a negative
+    assert stats['skipped_other_version'] and stats['skipped_same_pixels']
+
+    # through finetune: k mined per pair, negative-ce loss, the mined pairs kept for a resume
     out = tmp_path / 'adapter'
-    report = finetune(FinetuneSettings(model=tiny_colqwen2, out=out, train=[corpus / 'few.jsonl'], corpus=corpus,
-                                       hard_negatives=3, steps=1, batch_size=2, dpi=72, progress=False))
-    assert report['loss'] == 'negative-ce' and report['negatives_per_pair'] == 3
-    mining = report['mining']
-    assert mining['pages_indexed'] == 36 and mining['mined'] == 3 * len(pairs)
-    assert mining['skipped_other_version'] + mining['skipped_same_pixels'] > 0
-    for line in (out / 'pairs' / 'train.jsonl').read_text().splitlines():
-        pair = json.loads(line)
-        path, number = pair['page'].split('#')
-        assert len(pair['negatives']) == 3 and pair['page'] not in pair['negatives']
-        twins = {f'{p}#{number}' for p in ('train.pdf', 'copy/train.pdf')}
-        assert not twins & set(pair['negatives']), pair   # the same page of the other copy is never a negative
+    report = finetune(FinetuneSettings(model=tiny_colqwen2, out=out, train=[corpus / 'train.jsonl'], corpus=corpus,
+                                       hard_negatives=2, steps=1, batch_size=2, dpi=72, progress=False))
+    assert report['loss'] == 'negative-ce' and report['negatives_per_pair'] == 2
+    assert report['mining']['mined'] == 2 * 18 and report['mining']['pages_indexed'] == 18
+    for pair in read_pairs(out / 'pairs' / 'train.jsonl'):
+        assert len(pair.negatives) == 2 and pair.page not in pair.negatives
 
 
 def test_collapse_is_detected_and_stops_training():

@@ -13,6 +13,8 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from starlette.requests import Request   # module level: FastAPI resolves the endpoint's annotation by name
+
 from ..logging import LOG
 from ..training.feedback import FeedbackError, FeedbackStore
 
@@ -34,7 +36,7 @@ document.addEventListener('click', function (event) {
       var mark = document.createElement('span');
       mark.className = 'colpali-feedback-done';
       mark.textContent = res[0] ? (parts[1] === '1' ? ' (marked useful)' : ' (marked not useful)')
-                                : ' (not saved: ' + (res[1].detail || 'error') + ')';
+                                : ' (not saved: ' + JSON.stringify(res[1].detail || 'error') + ')';
       link.parentNode.insertBefore(mark, link.nextSibling);
     });
 }, true);
@@ -87,7 +89,6 @@ class ChatFeedback:
     def install(self, app: Any) -> None:
         """Add ``POST /colpali/feedback`` to the chat page's own FastAPI app (gradio's), ahead of its routes."""
         from fastapi.routing import APIRoute
-        from starlette.requests import Request
         from starlette.responses import JSONResponse
 
         async def post(request: Request):

@@ -74,6 +74,9 @@ class TrainingCollator:
 
     def __call__(self, examples: List[Dict[str, Any]]) -> Dict[str, Any]:
         batch = self.inner(examples)
+        for prefix in (self.pos_doc_prefix, self.neg_doc_prefix):
+            # PaliGemma's processor adds language-model labels to pages; the retrieval loss never uses them
+            batch.pop(f'{prefix}labels', None)
         if self.family == 'colpali':
             for prefix in (self.query_prefix, self.pos_doc_prefix, self.neg_doc_prefix):
                 if f'{prefix}input_ids' in batch and f'{prefix}token_type_ids' not in batch:

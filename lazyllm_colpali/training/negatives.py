@@ -60,10 +60,14 @@ def mine_hard_negatives(model: str, pairs: Sequence[TrainingPair], corpus: Optio
             mined[query] = index.search(query, k + EXTRA + len(positives[query]))
     finally:
         store.close()
+    answers: Dict[str, Dict[str, set]] = {}
+    for pair in pairs:   # what counts as "the answer" for a query: its pages, their pixels, their (name, page)
+        found = answers.setdefault(pair.query, {'hashes': set(), 'names': set()})
+        found['hashes'].add(pages.content_hash(pair.page))
+        found['names'].add((Path(pair.page.path).name, pair.page.page))
     out = []
     for pair in pairs:
-        answer_hash = pages.content_hash(pair.page)
-        answer_name = Path(pair.page.path).name
+        answer = answers[pair.query]
         chosen = list(pair.negatives)
         for hit in mined[pair.query]:
             if len(chosen) >= len(pair.negatives) + k:
@@ -71,10 +75,10 @@ def mine_hard_negatives(model: str, pairs: Sequence[TrainingPair], corpus: Optio
             ref = _ref_for(hit.source, hit.page, corpus)
             if (str(Path(hit.source).resolve()), hit.page) in positives[pair.query] or ref in chosen:
                 continue
-            if Path(hit.source).name == answer_name and hit.page == pair.page.page:
+            if (Path(hit.source).name, hit.page) in answer['names']:
                 stats['skipped_other_version'] += 1
                 continue
-            if pages.content_hash(ref) == answer_hash:
+            if pages.content_hash(ref) in answer['hashes']:
                 stats['skipped_same_pixels'] += 1
                 continue
             chosen.append(ref)

@@ -14,14 +14,16 @@ from .pairs import PageRef
 
 
 class PageImages:
-    """``pages[ref]`` -> RGB image of that page; recently used pages stay in memory (``cache_pages``)."""
+    """``pages[ref]`` -> RGB image of that page; recently used pages stay in memory, up to ``cache_bytes`` of
+    pixels (a letter page at 144 DPI is 5.8 MB; rendering it again costs far less than a training step)."""
 
-    def __init__(self, corpus: Optional[Path], *, dpi: int = 144, max_side: int = 2048, cache_pages: int = 256):
+    def __init__(self, corpus: Optional[Path], *, dpi: int = 144, max_side: int = 2048, cache_bytes: int = 512 << 20):
         self.corpus = Path(corpus).expanduser() if corpus else None
         self.dpi = dpi
         self.max_side = max_side
-        self.cache_pages = cache_pages
+        self.cache_bytes = cache_bytes
         self._cache: 'OrderedDict[PageRef, Image.Image]' = OrderedDict()
+        self._cached = 0
         self._lock = threading.Lock()
 
     def __getitem__(self, ref: PageRef) -> Image.Image:
@@ -32,9 +34,11 @@ class PageImages:
                 return image
         image = self.render(ref)
         with self._lock:
-            self._cache[ref] = image
-            while len(self._cache) > self.cache_pages:
-                self._cache.popitem(last=False)
+            if ref not in self._cache:
+                self._cache[ref] = image
+                self._cached += _size(image)
+            while self._cached > self.cache_bytes and len(self._cache) > 1:
+                self._cached -= _size(self._cache.popitem(last=False)[1])
         return image
 
     def render(self, ref: PageRef) -> Image.Image:
@@ -50,3 +54,7 @@ class PageImages:
         """sha256 of the rendered pixels: two pages with the same hash look the same to the model."""
         image = self[ref]
         return hashlib.sha256(f'{image.size}'.encode() + image.tobytes()).hexdigest()
+
+
+def _size(image: Image.Image) -> int:
+    return image.width * image.height * len(image.getbands())

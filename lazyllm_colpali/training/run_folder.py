@@ -62,18 +62,24 @@ class RunFolder:
         except (OSError, ValueError):
             return None
 
-    def prepare(self, settings: FinetuneSettings, run_record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        """Check the folder against ``--resume``; returns the earlier run's record when resuming one."""
-        previous = self.previous_run()
+    def check(self, settings: FinetuneSettings) -> None:
+        """What the folder allows, before anything loads: a new run needs a new or empty folder."""
         if self.report_file.exists():
             raise FinetuneError(f'{self.out} already holds a finished adapter ({REPORT}); pass another --out')
+        if self.out.exists() and not self.out.is_dir():
+            raise FinetuneError(f'--out {self.out} is a file; give a folder')
         if not settings.resume:
-            if previous is not None or self.checkpoints.exists():
+            if self.previous_run() is not None or self.checkpoints.exists():
                 raise FinetuneError(f'{self.out} holds an unfinished run: pass --resume to continue it from its last '
                                     'checkpoint, or another --out')
             if self.out.exists() and any(self.out.iterdir()):
                 raise FinetuneError(f'--out {self.out} is a folder that is not empty; give a new or empty folder')
-        elif previous is not None:
+
+    def prepare(self, settings: FinetuneSettings, run_record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """Compare a resumed run with the earlier one (model, settings, data), then record this one."""
+        self.check(settings)
+        previous = self.previous_run()
+        if settings.resume and previous is not None:
             self._check_same_run(previous, run_record)
         self.pairs.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(parents=True, exist_ok=True)

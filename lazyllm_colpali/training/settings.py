@@ -98,6 +98,9 @@ class FinetuneSettings:
             raise FinetuneError(f'--lora-dropout must be in [0, 1), got {self.lora_dropout}')
         if self.loss not in LOSSES:
             raise FinetuneError(f'--loss must be one of {", ".join(LOSSES[1:])} (or auto), got {self.loss!r}')
+        if self.hard_negatives and self.loss == 'in-batch':
+            raise FinetuneError('--hard-negatives with --loss in-batch: that loss uses no explicit negatives; use '
+                                '--loss negative-ce or pairwise (auto picks negative-ce)')
         if self.batch_size < 2 and self.loss in ('auto', 'in-batch', 'pairwise') and not self.hard_negatives:
             raise FinetuneError('--batch-size 1 leaves in-batch losses no other page to learn from; use 2 or more '
                                 '(or --hard-negatives K with --loss negative-ce)')

@@ -193,12 +193,15 @@ def _validation_loss(trainer: Any, collator: TrainingCollator, dataset: PairData
     return sum(losses) / len(losses) if losses else None
 
 
-def _evaluate(trainer, model, processor, pages, val, val_set, collator, settings, family, device) -> Dict[str, Any]:
+def _evaluate(trainer, model, processor, pages, val, val_set, collator, settings, family, device,
+              n_negatives: int) -> Dict[str, Any]:
     if not val:
         return {}
     result: Dict[str, Any] = recall_at_k(model, processor, pages, val, batch_size=settings.eval_batch_size,
                                          prepare=family_inputs(family.name), device=device)
-    result['loss'] = _validation_loss(trainer, collator, val_set, settings.batch_size, device)
+    # the training loss on held-out pairs (not when they name too few pages for the negatives it needs)
+    result['loss'] = _validation_loss(trainer, collator, val_set, settings.batch_size, device) \
+        if val_set.n_negatives == n_negatives else None
     return result
 
 
@@ -257,6 +260,7 @@ def finetune(settings: FinetuneSettings) -> Dict[str, Any]:
     if settings.resume and run.report_file.exists():
         LOG.info(f'{settings.out} is already finished; nothing to resume')
         return json.loads(run.report_file.read_text())
+    run.check(settings)
     resuming = settings.resume and run.previous_run() is not None
     train, val, corpus, data_note = load_pairs(settings, run, resuming)
     device, bf16, checkpointing = _device(settings)
@@ -299,7 +303,8 @@ def finetune(settings: FinetuneSettings) -> Dict[str, Any]:
     if before_file.exists():
         before = json.loads(before_file.read_text())
     else:
-        before = _evaluate(trainer, model, processor, pages, val, val_set, collator, settings, family, device)
+        before = _evaluate(trainer, model, processor, pages, val, val_set, collator, settings, family, device,
+                           n_negatives)
         write_json_atomic(before_file, before)
     train_started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -330,7 +335,8 @@ def finetune(settings: FinetuneSettings) -> Dict[str, Any]:
             f' (= its value when every query scores every page the same) with a vanishing gradient '
             f'({collapse.detected["grad_norm"]:.1e}), so nothing more can be learnt. Lower --lr (now {settings.lr}),'
             f' or train on pages that differ more; no adapter was written (details: {run.out / "collapsed_report.json"})')
-    report['val_after'] = _evaluate(trainer, model, processor, pages, val, val_set, collator, settings, family, device)
+    report['val_after'] = _evaluate(trainer, model, processor, pages, val, val_set, collator, settings, family,
+                                    device, n_negatives)
     _save_adapter(model, processor, run, record['base_model'])
     if settings.merge is not None:
         report['merged'] = str(merge_adapter(run.out, settings.merge, model=model, processor=processor))
