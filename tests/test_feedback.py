@@ -12,7 +12,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 from lazyllm_colpali.training.feedback import FeedbackStore, export_pairs, feedback_path
 
@@ -127,7 +126,8 @@ def test_thumbs_in_the_chat_come_back_out_of_export(tmp_path, pdf_dir):
     env_home = tmp_path / 'home'
     indexed = subprocess.run([sys.executable, '-m', 'lazyllm_colpali.cli', 'index', str(pdf_dir), '--model',
                               'tiny:colpali', '--db', str(db), '--dpi', '40', '--no-progress'], capture_output=True,
-                             text=True, timeout=300, cwd=ROOT, env={**os.environ, 'LAZYLLM_COLPALI_HOME': str(env_home)})
+                             text=True, timeout=300, cwd=ROOT,
+                             env={**os.environ, 'LAZYLLM_COLPALI_HOME': str(env_home)})
     assert indexed.returncode == 0, indexed.stderr
     proc, log, url = _start_serve(tmp_path)
     driver = _browser()

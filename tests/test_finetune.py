@@ -54,8 +54,8 @@ def test_a_short_run_lowers_the_loss_and_improves_held_out_recall(trained):
     out, report = trained
     assert report['status'] == 'finished' and report['steps'] == SHORT['steps']
     before, after = report['val_before'], report['val_after']
-    print(f'\nloss {report["train_loss_first"]:.3f} -> {report["train_loss_last"]:.3f}; val loss {before["loss"]:.3f} -> '
-          f'{after["loss"]:.3f}; held-out Recall@1 {before["recall@1"]:.3f} -> {after["recall@1"]:.3f} '
+    print(f'\nloss {report["train_loss_first"]:.3f} -> {report["train_loss_last"]:.3f}; '
+          f'val loss {before["loss"]:.3f} -> {after["loss"]:.3f}; held-out Recall@1 {before["recall@1"]:.3f} -> {after["recall@1"]:.3f} '
           f'(chance {before["chance_recall_at_1"]:.3f}); {report["steps_per_second"]:.2f} steps/s')
     assert after['loss'] < before['loss']
     first, last = report['loss_curve'][:3], report['loss_curve'][-3:]
@@ -133,9 +133,9 @@ def test_kill_9_mid_training_then_resume_finishes_with_the_same_data_order(task,
     common = ['finetune', '--model', tiny_colqwen2, '--corpus', task.folder, '--train', task.folder / 'train.jsonl',
               '--val', task.folder / 'val.jsonl', '--steps', 8, '--batch-size', 3, '--save-steps', 2, '--dpi', 72,
               '--no-progress']
-    reference = finetune(FinetuneSettings(model=tiny_colqwen2, out=tmp_path / 'whole', train=[task.folder / 'train.jsonl'],
-                                          val=task.folder / 'val.jsonl', corpus=task.folder, steps=8, batch_size=3,
-                                          save_steps=2, dpi=72, progress=False))
+    reference = finetune(FinetuneSettings(model=tiny_colqwen2, out=tmp_path / 'whole', corpus=task.folder,
+                                          train=[task.folder / 'train.jsonl'], val=task.folder / 'val.jsonl', steps=8,
+                                          batch_size=3, save_steps=2, dpi=72, progress=False))
     out = tmp_path / 'killed'
     proc = subprocess.Popen([sys.executable, '-m', 'lazyllm_colpali.cli', *map(str, common), '--out', str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)

@@ -117,7 +117,7 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
              model: str = 'tiny:colpali', device: str = 'cpu', vlm: Optional[Callable] = None,
              workdir: Optional[str | Path] = None, hybrid_weights: Optional[Dict[str, float]] = None,
              rrf_k: int = 60, metrics: Sequence[str] = DEFAULT_METRICS) -> EvalReport:
-    unknown = [a for a in arms if a not in ALL_ARMS and not (a.startswith(VISUAL_PREFIX) and len(a) > len(VISUAL_PREFIX))]
+    unknown = [a for a in arms if a not in ALL_ARMS and not (a.startswith(VISUAL_PREFIX) and a != VISUAL_PREFIX)]
     if unknown:
         raise ValueError(f'unknown arms {unknown}; choose from {", ".join(ALL_ARMS)}, or {VISUAL_PREFIX}MODEL')
     own_tmp = workdir is None

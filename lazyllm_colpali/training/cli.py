@@ -7,7 +7,8 @@ import sys
 from typing import Callable
 
 FINETUNE_EPILOG = '''examples:
-  lazyllm-colpali finetune --model vidore/colqwen2-base --corpus ./pdfs --train pairs.jsonl --val val.jsonl --out ./adapter
+  lazyllm-colpali finetune --model vidore/colqwen2-base --corpus ./pdfs --train pairs.jsonl --val val.jsonl \
+      --out ./adapter
   lazyllm-colpali finetune --model tiny:colqwen2 --from-pdfs ./pdfs --out ./adapter --steps 200
   lazyllm-colpali finetune ... --out ./adapter --resume          # continue after a crash or Ctrl-C
   lazyllm-colpali index ./pdfs --model ./adapter --collection tuned   # the adapter works wherever --model does

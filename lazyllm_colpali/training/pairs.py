@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from ..errors import ColPaliError, DocumentError
 
@@ -72,13 +72,14 @@ class TrainingPair:
         return record
 
 
-def _parse_line(text: str, where: str) -> TrainingPair:
+def _parse_line(text: str) -> TrainingPair:
     try:
         record = json.loads(text)
     except ValueError as e:
         raise ValueError(f'not valid JSON ({e})') from None
     if not isinstance(record, dict):
-        raise ValueError(f'expected a JSON object like {{"query": "...", "page": "file.pdf#3"}}, got {type(record).__name__}')
+        raise ValueError('expected a JSON object like {"query": "...", "page": "file.pdf#3"}, got '
+                         f'{type(record).__name__}')
     unknown = sorted(set(record) - {'query', 'page', 'negatives', 'page_id', 'source'})
     if unknown:
         raise ValueError(f'unknown field(s) {", ".join(map(repr, unknown))}; expected query, page, negatives')
@@ -120,7 +121,7 @@ def read_pairs(path: str | Path) -> List[TrainingPair]:
         if not line.strip():
             continue
         try:
-            pair = _parse_line(line, f'{path}:{number}')
+            pair = _parse_line(line)
         except ValueError as e:
             problems.append(f'{path}:{number}: {e}')
             continue
@@ -183,7 +184,3 @@ def write_pairs(path: str | Path, pairs: Iterable[TrainingPair]) -> Path:
     os.replace(tmp, path)
     return path
 
-
-def split_pairs(pairs: Sequence[TrainingPair]) -> Tuple[List[TrainingPair], List[TrainingPair]]:
-    """(pairs with explicit negatives, pairs without)."""
-    return [p for p in pairs if p.negatives], [p for p in pairs if not p.negatives]

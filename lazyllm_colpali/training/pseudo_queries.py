@@ -30,8 +30,8 @@ from .pairs import PageRef, TrainingPair
 MAX_QUERY_TOKENS = 14
 MIN_PAGE_TOKENS = 12     # fewer: no query that is not (nearly) the whole page
 _TOKEN = re.compile(r'[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|[^\s\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]+')
-_CAPTION = re.compile(r'^(?:fig(?:ure)?|table|tab|chart|exhibit|diagram|图|表)\s*\.?\s*[\dA-Za-z一二三四五六七八九十]+'
-                      r'\s*[.:：、-]?\s*(.+)$', re.I)
+_CAPTION = re.compile(r'^(?:fig(?:ure)?|table|tab|chart|exhibit|diagram|图|表)\s*\.?\s*'
+                      r'[\dA-Za-z一二三四五六七八九十]+\s*[.:：、-]?\s*(.+)$', re.I)
 _NUMBERING = re.compile(r'^(?:\d+(?:\.\d+)*\.?|[IVX]+\.|[A-Z]\.)\s+')
 _SENTENCE = re.compile(r'(?<=[.!?。！？])\s*')
 

@@ -54,7 +54,7 @@ class FinetuneSettings:
     family: Optional[str] = None
     keep_checkpoints: bool = False
     eval_batch_size: int = 4
-    eval_steps: int = 0                                # also measure held-out recall every N steps (0: only at the ends)
+    eval_steps: int = 0                                # held-out recall also every N steps (0: only at the ends)
     progress: bool = True
     vlm: Any = field(default=None, repr=False)         # a chat module: its page questions join --from-pdfs pairs
 

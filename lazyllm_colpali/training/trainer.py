@@ -136,22 +136,29 @@ def _base_fingerprint(model: Any) -> str:
     return hashlib.sha256('\n'.join(lines).encode()).hexdigest()[:16]
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class RecallCurve:
-    """Held-out recall every ``every`` steps, with the process's CPU seconds at that point (a learning curve
-    against compute: how soon a run is good enough)."""
+    """Held-out recall every ``every`` steps (a learning curve against compute: how soon a run is good enough).
+    ``cpu_s`` is the process's CPU time at that point without the time these measurements took."""
 
     def __init__(self, every: int, measure):
         from transformers import TrainerCallback
 
         self.points: List[Dict[str, Any]] = []
+        self.measuring_cpu_s = 0.0
         curve = self
 
         class Callback(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
                 if every and state.global_step % every == 0:
-                    usage = resource.getrusage(resource.RUSAGE_SELF)
-                    curve.points.append({'step': state.global_step, 'cpu_s': usage.ru_utime + usage.ru_stime,
-                                         **measure()})
+                    start = _cpu_seconds()
+                    point = {'step': state.global_step, 'cpu_s': start - curve.measuring_cpu_s, **measure()}
+                    curve.measuring_cpu_s += _cpu_seconds() - start
+                    curve.points.append(point)
         self.callback = Callback()
 
 
@@ -322,7 +329,8 @@ def finetune(settings: FinetuneSettings) -> Dict[str, Any]:
         'epochs': trainer.state.global_step / steps_per_epoch, 'resumed_from_step': resumed_from,
         'loss_curve': history, 'train_loss_first': history[0][1] if history else None,
         'train_loss_last': history[-1][1] if history else None,
-        'val_before': before, 'val_curve': curve.points, 'seconds_training': train_seconds,
+        'val_before': before, 'val_curve': curve.points, 'val_curve_cpu_s': curve.measuring_cpu_s,
+        'seconds_training': train_seconds,
         'steps_per_second': steps_this_run / train_seconds if train_seconds and steps_this_run else None,
         'trainable_parameters': trainable_parameters(model)[0], 'total_parameters': trainable_parameters(model)[1],
         'data_order_sha256': hashlib.sha256(json.dumps(order_log.read()).encode()).hexdigest(),
@@ -334,7 +342,8 @@ def finetune(settings: FinetuneSettings) -> Dict[str, Any]:
             f'training collapsed at step {collapse.detected["step"]}: the loss sits at {collapse.detected["loss"]:.4f}'
             f' (= its value when every query scores every page the same) with a vanishing gradient '
             f'({collapse.detected["grad_norm"]:.1e}), so nothing more can be learnt. Lower --lr (now {settings.lr}),'
-            f' or train on pages that differ more; no adapter was written (details: {run.out / "collapsed_report.json"})')
+            f' or train on pages that differ more; no adapter was written (details: '
+            f'{run.out / "collapsed_report.json"})')
     report['val_after'] = _evaluate(trainer, model, processor, pages, val, val_set, collator, settings, family,
                                     device, n_negatives)
     _save_adapter(model, processor, run, record['base_model'])
