@@ -99,6 +99,11 @@ def test_bad_pairs_are_reported_by_line_before_any_model_loads(task, tmp_path):
     assert f"{bad}:3: negatives[0] 'train.pdf#1000'" in text
     assert time.perf_counter() - start < 20 and not out.exists()   # no model was loaded, nothing written
 
+    code = ('import sys\nfrom lazyllm_colpali.cli import main\ntry:\n    main(["finetune", "--help"])\n'
+            'except SystemExit:\n    pass\nprint("HEAVY", [m for m in ("torch", "transformers", "peft") if m in sys.modules])')
+    out_help = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert 'HEAVY []' in out_help.stdout and '--hard-negatives' in out_help.stdout, out_help.stderr[-2000:]
+
     empty = tmp_path / 'empty.jsonl'
     empty.write_text('\n\n')
     result = _cli('finetune', '--model', 'tiny:colqwen2', '--out', out, '--train', empty, '--corpus', task.folder)
@@ -153,6 +158,8 @@ def test_kill_9_mid_training_then_resume_finishes_with_the_same_data_order(task,
     (torn / 'adapter_model.safetensors').write_bytes(b'partial')
     result = _cli(*common, '--out', out, '--resume')
     assert result.returncode == 0, result.stderr[-3000:]
+    noise = [w for w in ('Traceback', 'INFO', 'Loading weights', 'Warning', 'warn') if w in result.stderr]
+    assert not noise, result.stderr[-3000:]                       # third-party noise only with -v
     report = json.loads((out / 'finetune_report.json').read_text())
     assert report['status'] == 'finished' and report['steps'] == 8 and report['resumed_from_step'] in (4, 6)
     assert report['resumed_from_step'] == 4 or (out / 'data_order.jsonl').exists()
