@@ -55,7 +55,8 @@ def test_a_short_run_lowers_the_loss_and_improves_held_out_recall(trained):
     assert report['status'] == 'finished' and report['steps'] == SHORT['steps']
     before, after = report['val_before'], report['val_after']
     print(f'\nloss {report["train_loss_first"]:.3f} -> {report["train_loss_last"]:.3f}; '
-          f'val loss {before["loss"]:.3f} -> {after["loss"]:.3f}; held-out Recall@1 {before["recall@1"]:.3f} -> {after["recall@1"]:.3f} '
+          f'val loss {before["loss"]:.3f} -> {after["loss"]:.3f}; '
+          f'held-out Recall@1 {before["recall@1"]:.3f} -> {after["recall@1"]:.3f} '
           f'(chance {before["chance_recall_at_1"]:.3f}); {report["steps_per_second"]:.2f} steps/s')
     assert after['loss'] < before['loss']
     first, last = report['loss_curve'][:3], report['loss_curve'][-3:]
@@ -100,7 +101,8 @@ def test_bad_pairs_are_reported_by_line_before_any_model_loads(task, tmp_path):
     assert time.perf_counter() - start < 20 and not out.exists()   # no model was loaded, nothing written
 
     code = ('import sys\nfrom lazyllm_colpali.cli import main\ntry:\n    main(["finetune", "--help"])\n'
-            'except SystemExit:\n    pass\nprint("HEAVY", [m for m in ("torch", "transformers", "peft") if m in sys.modules])')
+            'except SystemExit:\n    pass\n'
+            'print("HEAVY", [m for m in ("torch", "transformers", "peft") if m in sys.modules])')
     out_help = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert 'HEAVY []' in out_help.stdout and '--hard-negatives' in out_help.stdout, out_help.stderr[-2000:]
 
@@ -319,3 +321,22 @@ def test_the_lazyllm_finetune_method_runs_the_command_through_a_launcher(task, t
     assert json.loads((Path(adapter) / 'finetune_report.json').read_text())['steps'] == 2
     vectors = ColPaliEmbed(adapter)('red circle on blue')   # a LazyLLM component takes the adapter as its model
     assert len(vectors[0]) == 128
+
+
+def test_finetune_benchmarks_run_end_to_end_at_tiny_size(tmp_path):
+    sys.path.insert(0, str(ROOT / 'benchmarks'))
+    import bench_finetune
+    import bench_finetune_gpu
+
+    result = bench_finetune.main(['--families', 'colqwen2', '--classes', '4', '--train-per-class', '2', '--epochs',
+                                  '2', '--eval-every', '1', '--workdir', str(tmp_path / 'a'),
+                                  '--out', str(tmp_path / 'finetune.json')])
+    row = result['rows'][0]
+    assert row['steps'] == 2 and row['cpu_s'] > 0 and len(row['recall_curve']) == 2
+    assert json.loads((tmp_path / 'finetune.json').read_text())['task']['chance_recall_at_1'] == 0.25
+    result = bench_finetune_gpu.main(['--tiny', '--device', 'cpu', '--models', 'colqwen2-2b', '--batch-size', '2',
+                                      '--steps', '2', '--workdir', str(tmp_path / 'b'),
+                                      '--out', str(tmp_path / 'g.json')])
+    row = result['rows'][0]
+    assert 'error' not in row, row
+    assert row['steps'] == 2 and row['gradient_checkpointing'] and row['pages_per_s'] > 0
