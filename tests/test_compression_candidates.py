@@ -168,8 +168,8 @@ def test_int8_scoring_layout_keeps_the_ranking_and_bad_dtype_is_named(db_path, c
         assert abs(a[0].score - b[0].score) < 0.05
     assert type(int8._collection()[1].tokens).__name__ == 'Int8Tokens'
     assert fp16._collection()[1].tokens is fp16._collection()[0].tokens   # fp16: scored as stored, no copy
-    with pytest.raises(ValueError, match='scoring_dtype must be one of float16, int8, float32'):
-        MaxSimRetriever(store, scoring_dtype='bfloat16')
+    with pytest.raises(ValueError, match='scoring_dtype must be one of float16, bfloat16, int8, float32'):
+        MaxSimRetriever(store, scoring_dtype='float64')
     store.close()
 
 
