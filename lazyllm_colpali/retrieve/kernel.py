@@ -4,7 +4,7 @@ Each page is read once, four tokens at a time: the tokens are widened to float32
 through the F16C conversion, bf16 by a shift, int8 codes through an integer convert), dotted with every
 query token, and the per-query-token running maxima stay in cache. Pages run in parallel (``prange``). Measured on the
 2-core AVX2 dev machine: ~65 GFLOP per CPU-second from fp16 tokens, about 10x the chunked-matmul path
-(see benchmarks/bench_maxsim.py and the README's performance section).
+(see benchmarks/bench_maxsim.py and docs/performance.md).
 
 CPUs with bf16 / int8 matrix units score bf16 tokens and int8 codes through :mod:`.kernel_units` instead;
 this kernel stays the path for fp16 / fp32 and for CPUs without those units.

@@ -61,9 +61,9 @@ class MaxSimRetriever:
     kernel (:mod:`.kernel`), no copy, exact; ``int8`` derives per-token int8 codes in memory (half the bytes;
     int8 dot products on VNNI / AMX CPUs, :mod:`.kernel_units`) and ``bfloat16`` a bf16 copy (bf16 GEMMs on
     AVX-512 BF16 / AMX CPUs); both then re-score their best ``RERANK_FACTOR`` x the wanted pages exactly from
-    the stored tokens, so returned scores are exact and the order among them too (measured recall@10 against
-    exhaustive exact in benchmarks/bench_maxsim.py); ``float32`` keeps a float32 copy while it fits in
-    ``cache_bytes``. Without numba the CPU path falls back to chunked matmuls over a float32 copy. On CUDA the fp16
+    the stored tokens, so returned scores are exact and the order among them too (recall@10 against
+    exhaustive exact: docs/maxsim-cpu.md); ``float32`` keeps a float32 copy while it fits in ``cache_bytes``.
+    Without numba the CPU path falls back to chunked matmuls over a float32 copy. On CUDA the fp16
     tokens are kept on the GPU and scored by the Triton kernel (:mod:`.kernel_gpu`) when triton is installed.
     """
 
