@@ -11,12 +11,12 @@ the best of a few full passes over its tensors) and the ratio ``x mem`` = p50 / 
 
 Paths: the matrix-unit paths where the CPU has them (bf16 GEMM tiles over bf16 tokens; int8 GEMM tiles over
 int8 codes + scale, alone and with the retriever's exact rerank of its best candidates from the fp16 tokens;
-both also for a batch of all queries in one call), our fused numba kernel (fp16 as stored, bf16, int8 +
-scale, fp32), the previous chunked-matmul path (float32 cache; fp16 streamed; int8 decoded; skip with
-``--skip previous``, which also takes the exact truth from the fused kernel and so never builds a float32
-copy: what lets 10k pages fit in ~4 GB), colpali-engine's ``score_multi_vector``,
-a byaldi-style per-page loop, int8 and binary (sign) codes, binary candidates + exact rerank, the
-centroid index + exact rerank, Milvus Lite pooled-vector candidates + exact rerank (our store and
+both also for a batch of all queries in one call; the bf16 rows run last, on the fp16 tokens rounded to bf16
+in place), our fused numba kernel (fp16 as stored, bf16, int8 + scale, fp32), the previous chunked-matmul
+path (float32 cache; fp16 streamed; int8 decoded; skip with ``--skip previous``, which also takes the exact
+truth from the fused kernel and so never builds a float32 copy: what lets 10k pages fit in ~4 GB),
+colpali-engine's ``score_multi_vector``, a byaldi-style per-page loop, binary (sign) codes + exact rerank,
+the centroid index + exact rerank, Milvus Lite pooled-vector candidates + exact rerank (our store and
 retriever), and hierarchical token pooling (factor 2 and 3, on a subset: it costs ~0.26 s/page).
 
     python benchmarks/bench_maxsim.py --sizes 1000,10000 --out benchmarks/results/maxsim.json
@@ -241,7 +241,7 @@ def run_size(n: int, args, workdir: Path) -> List[Dict]:
                                                               queries), token_bytes(fp16), tokens * disk_fp16,
             reads=[fp16.tokens])
     int8 = compress(fp16, 'int8')
-    units_rows(n, args, fp16, int8, queries, add)
+    int8_rows(fp16, int8, queries, add)
     if kernel.available():
         add('fused kernel int8 + scale (numba)',
             time_queries(lambda q: top_indices(kernel.maxsim_fused([q], int8.tokens, int8.offsets)[0]), queries),
@@ -300,29 +300,41 @@ def run_size(n: int, args, workdir: Path) -> List[Dict]:
             proc.wait(30)
     if args.pool_pages and 'pooling' not in skip and fp32 is not None:
         rows.extend(pooling_rows(fp32, queries, min(args.pool_pages, n)))
+    if not args.skip_bf16:
+        bf16_rows(fp16, queries, add)   # last: it turns the fp16 tokens into bf16 in place
     return rows
 
 
-def units_rows(n: int, args, fp16: PackedMultiVectors, int8: PackedMultiVectors, queries: List[torch.Tensor],
-               add: Callable) -> None:
-    """The matrix-unit paths (where this CPU has the units) and the numba kernel on the same bf16 tokens.
-    The bf16 copy exists only inside this function (10k pages: 2.6 GB)."""
+def int8_rows(fp16: PackedMultiVectors, int8: PackedMultiVectors, queries: List[torch.Tensor], add: Callable) -> None:
+    """int8 codes on the matrix units (where this CPU has them), alone, with the retriever's exact rerank from
+    the fp16 tokens, and for a batch of all queries in one call."""
+    if not kernel_units.has_units('int8'):
+        return
     tokens = int(fp16.offsets[-1])
     disk_fp16 = 2 * fp16.tokens.shape[1]
-    if kernel_units.has_units('int8'):
-        add('matrix units int8 + scale (VNNI/AMX)',
-            time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), queries),
-            token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens))
-        add('matrix units int8 + exact fp16 rerank (retriever int8)',
-            time_queries(lambda q: screen_and_rerank(int8, fp16, q), queries),
-            token_bytes(int8) + token_bytes(fp16), tokens * disk_fp16, reads=path_tensors(int8.tokens),
-            note=f'int8 over every page, best {RERANK_FACTOR}x(2k+8) re-scored exactly; memory: codes + fp16')
-        add(f'matrix units int8, batch of {len(queries)} queries',
-            time_batch(lambda qs: maxsim_packed(qs, int8), queries), token_bytes(int8), token_bytes(int8),
-            reads=path_tensors(int8.tokens), note='per query; one pass over the codes for the whole batch')
-    if args.skip_bf16 or not (kernel_units.has_units('bfloat16') or kernel.available()):
+    add('matrix units int8 + scale (VNNI/AMX)',
+        time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), queries),
+        token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens))
+    add('matrix units int8 + exact fp16 rerank (retriever int8)',
+        time_queries(lambda q: screen_and_rerank(int8, fp16, q), queries),
+        token_bytes(int8) + token_bytes(fp16), tokens * disk_fp16, reads=path_tensors(int8.tokens),
+        note=f'int8 over every page, best {RERANK_FACTOR}x(2k+8) re-scored exactly; memory: codes + fp16')
+    add(f'matrix units int8, batch of {len(queries)} queries',
+        time_batch(lambda qs: maxsim_packed(qs, int8), queries), token_bytes(int8), token_bytes(int8),
+        reads=path_tensors(int8.tokens), note='per query; one pass over the codes for the whole batch')
+
+
+def bf16_rows(fp16: PackedMultiVectors, queries: List[torch.Tensor], add: Callable) -> None:
+    """bf16 tokens on the matrix units (where this CPU has them) and in the numba kernel. The fp16 tokens are
+    rounded to bf16 in place (same size): 10k pages never exist in both formats at once."""
+    if not (kernel_units.has_units('bfloat16') or kernel.available()):
         return
-    bf16 = compress(fp16, 'bfloat16')
+    tokens = int(fp16.offsets[-1])
+    disk_fp16 = 2 * fp16.tokens.shape[1]
+    in_place = fp16.tokens.view(torch.bfloat16)
+    for a in range(0, tokens, 1 << 18):
+        in_place[a:a + (1 << 18)] = fp16.tokens[a:a + (1 << 18)].float()
+    bf16 = PackedMultiVectors(fp16.page_ids, in_place, fp16.offsets)
     if kernel_units.has_units('bfloat16'):
         add('matrix units bf16 (AVX-512 BF16/AMX)',
             time_queries(lambda q: top_indices(maxsim_packed([q], bf16)[0]), queries),
@@ -384,8 +396,7 @@ def main(argv=None) -> Dict:
     parser.add_argument('--no-milvus', action='store_true', help='same as --skip milvus')
     parser.add_argument('--skip', default='', help='comma list of path groups to leave out: previous, engine, '
                                                    'byaldi, binary, centroids, milvus, pooling')
-    parser.add_argument('--skip-bf16', action='store_true', help='no bf16 rows (they hold a bf16 copy: 2.6 GB '
-                                                                 'at 10k pages)')
+    parser.add_argument('--skip-bf16', action='store_true', help='no bf16 rows')
     parser.add_argument('--milvus-server', action='store_true', help='also run the store against a local Milvus '
                                                                      'server (milvus-lite server, gRPC)')
     parser.add_argument('--out', default='benchmarks/results/maxsim.json')

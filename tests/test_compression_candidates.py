@@ -115,7 +115,14 @@ def test_benchmark_smoke(tmp_path):
     assert rows['fused kernel fp16 (ours, default)']['cpu_s_per_query'] > 0
     assert rows['colpali-engine score_multi_vector']['recall@10'] == 1.0
     assert data['kernel_compile']['cached_load_s'] > 0
-    assert any(p.startswith('milvus lite') for p in rows) and len(result['rows']) == 16
+    assert any(p.startswith('milvus lite') for p in rows) and len(result['rows']) >= 17
+    fused = rows['fused kernel fp16 (ours, default)']
+    assert fused['memory_read_ms'] > 0 and fused['x_memory_bound'] == fused['p50_ms'] / fused['memory_read_ms']
+    assert rows['fused kernel bf16 (numba)']['recall@10'] == 1.0
+    from lazyllm_colpali.retrieve import kernel_units
+    if kernel_units.has_units('int8'):
+        assert rows['matrix units int8 + exact fp16 rerank (retriever int8)']['recall@10'] == 1.0
+        assert rows['matrix units int8 + scale (VNNI/AMX)']['x_memory_bound'] > 0
     server = rows['milvus server (gRPC, HNSW) pooled candidates + rerank@40']
     assert 0.0 < server['recall@10'] <= 1.0 and server['p50_ms'] > 0
 

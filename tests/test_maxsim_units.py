@@ -105,9 +105,9 @@ def test_units_reject_a_dimension_mismatch():
 @pytest.mark.skipif(not kernel.available(), reason='numba is not installed')
 @pytest.mark.parametrize('codec', ['bfloat16', 'int8'])
 def test_switching_the_units_off_gives_the_numba_kernel_with_the_same_ranking(monkeypatch, codec):
-    pages, packed = _packed(40, [50, 20], 128)
-    packed = compress(packed, codec)
-    queries = [_unit(20, 128)]
+    corpus = make_pages(60, tokens=50, variable=True, seed=5)   # clustered: rankings without near-ties
+    packed = compress(corpus.pages, codec)
+    queries = make_queries(corpus, 3, seed=6)
     monkeypatch.setenv('LAZYLLM_COLPALI_KERNEL', 'numba')
     assert not kernel_units.available(packed.tokens)
     numba_scores = maxsim_packed(queries, packed)
@@ -115,7 +115,7 @@ def test_switching_the_units_off_gives_the_numba_kernel_with_the_same_ranking(mo
     monkeypatch.setenv('LAZYLLM_COLPALI_KERNEL', 'auto')
     units_scores = maxsim_packed(queries, packed)
     assert (units_scores - numba_scores).abs().max() < 0.02 * 20
-    assert torch.equal(units_scores.topk(5).indices, numba_scores.topk(5).indices)
+    assert torch.equal(units_scores.topk(3).indices, numba_scores.topk(3).indices)
 
 
 @pytest.mark.skipif(not kernel.available(), reason='numba is not installed')
