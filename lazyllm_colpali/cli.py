@@ -349,6 +349,7 @@ def cmd_serve_api(args) -> int:
                          'pass another --port')
 
     encoder = _encoder(args)
+    encoder.warm_up()   # a server's first query then runs at repeat speed (docs/maxsim-cpu.md)
     with sock, _store(args, encoder.dim) as store:
         index = ColPaliIndex(encoder, store, progress=False)
         app = create_app(index, allow_roots=args.allow_root, allowed_hosts=allowed_hosts_for(args.host), token=token)
@@ -383,6 +384,7 @@ def cmd_serve(args) -> int:
         print(f'warning: --host {args.host}: the chat has no login; anyone who reaches it can read and add '
               'documents', file=sys.stderr)
     encoder = _encoder(args)   # a missing model fails here, before the UI starts
+    encoder.warm_up()
     doc = ColPaliDocument(None, embed=ColPaliEmbed(encoder), db=args.db or default_db(),
                           collection=args.collection or DEFAULT_COLLECTION, data_dir=args.data_dir,
                           shared_dir=args.shared_dir or os.environ.get('LAZYLLM_COLPALI_SHARED_DIR'), progress=False)
