@@ -240,8 +240,9 @@ def run_size(n: int, args, workdir: Path) -> List[Dict]:
         add('fused kernel fp16 (ours, default)', time_queries(lambda q: top_indices(maxsim_packed([q], fp16)[0]),
                                                               queries), token_bytes(fp16), tokens * disk_fp16,
             reads=[fp16.tokens])
+    start = time.perf_counter()
     int8 = compress(fp16, 'int8')
-    int8_rows(fp16, int8, queries, add)
+    int8_rows(fp16, int8, queries, add, encode_s=time.perf_counter() - start)
     if kernel.available():
         add('fused kernel int8 + scale (numba)',
             time_queries(lambda q: top_indices(kernel.maxsim_fused([q], int8.tokens, int8.offsets)[0]), queries),
@@ -305,19 +306,20 @@ def run_size(n: int, args, workdir: Path) -> List[Dict]:
     return rows
 
 
-def int8_rows(fp16: PackedMultiVectors, int8: PackedMultiVectors, queries: List[torch.Tensor], add: Callable) -> None:
+def int8_rows(fp16: PackedMultiVectors, int8: PackedMultiVectors, queries: List[torch.Tensor], add: Callable,
+              encode_s: float) -> None:
     """int8 codes on the matrix units (where this CPU has them), alone, with the retriever's exact rerank from
-    the fp16 tokens, and for a batch of all queries in one call."""
+    the fp16 tokens, and for a batch of all queries in one call. ``build s``: deriving the codes from fp16."""
     if not kernel_units.has_units('int8'):
         return
     tokens = int(fp16.offsets[-1])
     disk_fp16 = 2 * fp16.tokens.shape[1]
     add('matrix units int8 + scale (VNNI/AMX)',
         time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), queries),
-        token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens))
+        token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens), build_s=encode_s)
     add('matrix units int8 + exact fp16 rerank (retriever int8)',
         time_queries(lambda q: screen_and_rerank(int8, fp16, q), queries),
-        token_bytes(int8) + token_bytes(fp16), tokens * disk_fp16, reads=path_tensors(int8.tokens),
+        token_bytes(int8) + token_bytes(fp16), tokens * disk_fp16, reads=path_tensors(int8.tokens), build_s=encode_s,
         note=f'int8 over every page, best {RERANK_FACTOR}x(2k+8) re-scored exactly; memory: codes + fp16')
     add(f'matrix units int8, batch of {len(queries)} queries',
         time_batch(lambda qs: maxsim_packed(qs, int8), queries), token_bytes(int8), token_bytes(int8),

@@ -162,3 +162,22 @@ def test_approximate_scoring_layouts_return_exact_scores_and_the_exact_ranking(d
     layout = fast._collection()[1].tokens
     assert (type(layout).__name__ == 'Int8Tokens') if dtype == 'int8' else layout.dtype == torch.bfloat16
     store.close()
+
+
+def test_a_document_takes_the_scoring_layout_and_rejects_a_bad_one_before_indexing(colpali_encoder, pdf_dir,
+                                                                                   tmp_path):
+    from lazyllm_colpali import ColPaliDocument, ColPaliEmbed, MaxSimRetriever
+
+    with pytest.raises(ValueError, match="scoring_dtype must be one of float16, bfloat16, int8, float32, got 'int4'"):
+        ColPaliDocument(str(pdf_dir), embed=ColPaliEmbed(colpali_encoder), db=str(tmp_path / 'bad.db'),
+                        scoring_dtype='int4')
+    assert not (tmp_path / 'bad.db').exists()
+    doc = ColPaliDocument(str(pdf_dir), embed=ColPaliEmbed(colpali_encoder), db=str(tmp_path / 'v.db'), dpi=40,
+                          scoring_dtype='int8', progress=False)
+    assert doc.index.retriever.scoring_dtype == 'int8'
+    exact = MaxSimRetriever(doc.index.store, mode='exact')
+    for query in ('Install the pump', 'Quarterly memo about hiring'):
+        vectors = colpali_encoder.encode_queries([query])[0]
+        assert [(h.page_id, h.score) for h in doc.index.search(query, 3)] == \
+            [(h.page_id, h.score) for h in exact.search_vectors(vectors, 3)]
+    doc.close()
