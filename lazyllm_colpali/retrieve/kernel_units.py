@@ -15,7 +15,12 @@ similarities ever exists, never a page-sized or collection-sized matrix.
   multiply each column before the max, query scales the row maxima after it (a positive per-row factor
   commutes with the max). Equal, up to float32 rounding, to the fp32 score of the decoded query and pages.
 
-Measured against the numba kernel and the memory-read time of the same bytes in benchmarks/bench_maxsim.py.
+Parallelism: the tiles are split into one contiguous run per thread, each run scored by a worker thread whose
+torch ops are single-threaded (its OpenMP thread count set to 1), so the threads meet once per call, not at
+every op's fork-join (measured: with torch's own intra-op threads a busy machine's barrier waits cost as much
+as the GEMMs); where the OpenMP runtime cannot be reached the calling thread runs every tile with torch's
+threads. Measured against the numba kernel and the memory-read time of the same bytes in
+benchmarks/bench_maxsim.py.
 Rejected there: oneDNN's fused ``qlinear_pointwise`` (per-column scales inside the GEMM, ~30% faster per
 tile) needs every tile prepacked into an opaque copy (as large as the codes, ~29 ms per 16k-token tile to
 build) and crashes on an unpacked one.
@@ -25,9 +30,12 @@ on a small known product, so a library or CPU quirk falls back to the numba kern
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
-from typing import List, Optional, Sequence, Tuple
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -126,10 +134,58 @@ def _segment_max(sims: torch.Tensor, lengths: np.ndarray, out: torch.Tensor) -> 
             np.maximum.reduceat(values, starts, axis=1))
 
 
+_pool: Optional[ThreadPoolExecutor] = None
+_pool_lock = threading.Lock()
+
+
+def _single_threaded_worker() -> bool:
+    """In a worker thread: torch ops run on this thread alone (its own OpenMP setting; others keep theirs)."""
+    torch.get_num_threads()   # torch's lazy per-thread set-up first, or it would reset what follows
+    try:
+        ctypes.CDLL('libgomp.so.1').omp_set_num_threads(1)
+    except (OSError, AttributeError):
+        return False
+    return torch.get_num_threads() == 1   # the runtime torch uses, not another copy of libgomp
+
+
+def _workers() -> Optional[ThreadPoolExecutor]:
+    """One worker per torch thread, created once; None where a worker cannot be made single-threaded."""
+    global _pool
+    n = torch.get_num_threads()
+    if n <= 1:
+        return None
+    with _pool_lock:
+        if _pool is None or _pool._max_workers != n:
+            pool = ThreadPoolExecutor(n, thread_name_prefix='maxsim-tiles', initializer=_single_threaded_worker)
+            usable = all(pool.submit(lambda: torch.get_num_threads() == 1).result() for _ in range(n))
+            if not usable:
+                pool.shutdown()
+                LOG.debug('MaxSim tiles: cannot make worker threads single-threaded; using intra-op threads')
+                return None
+            _pool = pool
+        return _pool
+
+
+def _split(tiles: List[Tuple[int, int]], lengths: np.ndarray, parts: int) -> List[List[Tuple[int, int]]]:
+    """Contiguous runs of tiles with about the same number of tokens each."""
+    ends = np.cumsum([int(lengths[a:b].sum()) for a, b in tiles])
+    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, parts) / parts, side='right')
+    return [[tiles[i] for i in run] for run in np.split(np.arange(len(tiles)), cuts) if len(run)]
+
+
 def quantize_queries(q: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-token int8 of query tokens ``(n, dim)``: ``q ~ codes * scales``."""
     scales = (q.abs().amax(dim=1, keepdim=True) / 127.0).clamp_min(1e-12)
     return torch.round(q / scales).to(torch.int8), scales.squeeze(1)
+
+
+def _run(score: Callable[[List[Tuple[int, int]]], None], tiles: List[Tuple[int, int]], lengths: np.ndarray) -> None:
+    pool = _workers() if len(tiles) > 1 else None
+    if pool is None:
+        score(tiles)
+        return
+    for future in [pool.submit(score, run) for run in _split(tiles, lengths, pool._max_workers)]:
+        future.result()
 
 
 def maxsim_tiles(queries: Sequence[torch.Tensor], tokens, offsets: torch.Tensor,
@@ -150,27 +206,31 @@ def maxsim_tiles(queries: Sequence[torch.Tensor], tokens, offsets: torch.Tensor,
     if int8:
         q_op, q_scales = quantize_queries(q_all)
         scales = tokens.scales.reshape(-1)
-        scaled = torch.empty(len(q_all), tile_tokens, dtype=torch.float32)
     else:
         q_op = q_all.to(torch.bfloat16)
     best = torch.empty(len(q_all), n_out, dtype=torch.float32)
     lengths = all_lengths if page_array is None else all_lengths[page_array]
-    for a, b in _tiles(lengths, tile_tokens):
-        tile_lengths = lengths[a:b]
-        if page_array is None or (np.diff(page_array[a:b]) == 1).all():   # consecutive pages: a view
-            first = a if page_array is None else int(page_array[a])
-            rows = slice(int(offsets_np[first]), int(offsets_np[first]) + int(tile_lengths.sum()))
-        else:                                                             # candidates: gather their rows
-            rows = _rows(offsets_np[page_array[a:b]], tile_lengths)
-        block = matrix[rows]
-        if int8:
-            products = torch._int_mm(q_op, block.T)                       # exact int32 dot products
-            if products.shape[1] > scaled.shape[1]:                      # one page longer than a tile
-                scaled = torch.empty(len(q_all), products.shape[1], dtype=torch.float32)
-            sims = torch.mul(products, scales[rows].float(), out=scaled[:, :products.shape[1]])
-        else:
-            sims = torch.mm(q_op, block.T)
-        _segment_max(sims, tile_lengths, best[:, a:b])
+
+    def score(tiles: List[Tuple[int, int]]) -> None:
+        scaled = torch.empty(len(q_all), tile_tokens, dtype=torch.float32) if int8 else None
+        for a, b in tiles:
+            tile_lengths = lengths[a:b]
+            if page_array is None or (np.diff(page_array[a:b]) == 1).all():   # consecutive pages: a view
+                first = a if page_array is None else int(page_array[a])
+                rows = slice(int(offsets_np[first]), int(offsets_np[first]) + int(tile_lengths.sum()))
+            else:                                                             # candidates: gather their rows
+                rows = _rows(offsets_np[page_array[a:b]], tile_lengths)
+            block = matrix[rows]
+            if int8:
+                products = torch._int_mm(q_op, block.T)                       # exact int32 dot products
+                if products.shape[1] > scaled.shape[1]:                      # one page longer than a tile
+                    scaled = torch.empty(len(q_all), products.shape[1], dtype=torch.float32)
+                sims = torch.mul(products, scales[rows].float(), out=scaled[:, :products.shape[1]])
+            else:
+                sims = torch.mm(q_op, block.T)
+            _segment_max(sims, tile_lengths, best[:, a:b])
+
+    _run(score, _tiles(lengths, tile_tokens), lengths)
     if int8:
         best *= q_scales.unsqueeze(1)
     return torch.stack([rows_.sum(dim=0) for rows_ in best.split([len(q) for q in queries])])
