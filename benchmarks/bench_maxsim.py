@@ -29,6 +29,7 @@ retriever), and hierarchical token pooling (factor 2 and 3, on a subset: it cost
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -321,9 +322,24 @@ def int8_rows(fp16: PackedMultiVectors, int8: PackedMultiVectors, queries: List[
         time_queries(lambda q: screen_and_rerank(int8, fp16, q), queries),
         token_bytes(int8) + token_bytes(fp16), tokens * disk_fp16, reads=path_tensors(int8.tokens), build_s=encode_s,
         note=f'int8 over every page, best {RERANK_FACTOR}x(2k+8) re-scored exactly; memory: codes + fp16')
+    with intra_op_threads():
+        add('matrix units int8, intra-op threads (no workers)',
+            time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), queries),
+            token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens),
+            note='LAZYLLM_COLPALI_TILE_WORKERS=0: each op forks and joins torch\'s threads')
     add(f'matrix units int8, batch of {len(queries)} queries',
         time_batch(lambda qs: maxsim_packed(qs, int8), queries), token_bytes(int8), token_bytes(int8),
         reads=path_tensors(int8.tokens), note='per query; one pass over the codes for the whole batch')
+
+
+@contextlib.contextmanager
+def intra_op_threads():
+    """The tile loop on the calling thread with torch's intra-op threads (the workers switched off)."""
+    os.environ['LAZYLLM_COLPALI_TILE_WORKERS'] = '0'
+    try:
+        yield
+    finally:
+        del os.environ['LAZYLLM_COLPALI_TILE_WORKERS']
 
 
 def bf16_rows(fp16: PackedMultiVectors, queries: List[torch.Tensor], add: Callable) -> None:

@@ -18,8 +18,8 @@ similarities ever exists, never a page-sized or collection-sized matrix.
 Parallelism: the tiles are split into one contiguous run per thread, each run scored by a worker thread whose
 torch ops are single-threaded (its OpenMP thread count set to 1), so the threads meet once per call, not at
 every op's fork-join (measured: with torch's own intra-op threads a busy machine's barrier waits cost as much
-as the GEMMs); where the OpenMP runtime cannot be reached the calling thread runs every tile with torch's
-threads. Measured against the numba kernel and the memory-read time of the same bytes in
+as the GEMMs); where the OpenMP runtime cannot be reached, or with ``LAZYLLM_COLPALI_TILE_WORKERS=0``, the
+calling thread runs every tile with torch's threads. Measured against the numba kernel and the memory-read time of the same bytes in
 benchmarks/bench_maxsim.py.
 Rejected there: oneDNN's fused ``qlinear_pointwise`` (per-column scales inside the GEMM, ~30% faster per
 tile) needs every tile prepacked into an opaque copy (as large as the codes, ~29 ms per 16k-token tile to
@@ -152,7 +152,7 @@ def _workers() -> Optional[ThreadPoolExecutor]:
     """One worker per torch thread, created once; None where a worker cannot be made single-threaded."""
     global _pool
     n = torch.get_num_threads()
-    if n <= 1:
+    if n <= 1 or os.environ.get('LAZYLLM_COLPALI_TILE_WORKERS', '1') == '0':   # 0: torch's intra-op threads
         return None
     with _pool_lock:
         if _pool is None or _pool._max_workers != n:
