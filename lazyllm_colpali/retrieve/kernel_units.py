@@ -162,6 +162,8 @@ def _workers() -> Optional[ThreadPoolExecutor]:
                 pool.shutdown()
                 LOG.debug('MaxSim tiles: cannot make worker threads single-threaded; using intra-op threads')
                 return None
+            if _pool is not None:   # torch's thread count changed: the old workers finish and exit
+                _pool.shutdown(wait=False)
             _pool = pool
         return _pool
 
