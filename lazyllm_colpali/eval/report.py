@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import List
 
+from .chains import chain_columns
 from .harness import EvalReport
 
 _LABELS = {'ndcg@5': 'nDCG@5', 'ndcg@10': 'nDCG@10', 'recall@1': 'R@1', 'recall@5': 'R@5', 'recall@10': 'R@10',
@@ -27,14 +28,16 @@ def _size(n: float) -> str:
 
 
 def format_table(report: EvalReport) -> str:
-    header = ['arm', *(_LABELS.get(m, m) for m in report.metrics), 'p50 ms', 'p95 ms', 'index s/page',
+    chains = chain_columns(report.arms)   # all@10, R@10 per hop, searches: only where the data has chains
+    header = ['arm', *(_LABELS.get(m, m) for m in report.metrics), *chains, 'p50 ms', 'p95 ms', 'index s/page',
               'bytes/page', 'note']
     rows: List[List[str]] = []
     for arm in report.arms:
         if arm.error:
             rows.append([arm.arm, *(['-'] * (len(header) - 2)), f'not run: {arm.error}'])
             continue
-        rows.append([arm.arm, *(_fmt(arm.metrics.get(m)) for m in report.metrics), _fmt(arm.latency_p50_ms, 1),
+        rows.append([arm.arm, *(_fmt(arm.metrics.get(m)) for m in report.metrics),
+                     *(_fmt(arm.chain.get(c), 2 if c == 'searches' else 3) for c in chains), _fmt(arm.latency_p50_ms, 1),
                      _fmt(arm.latency_p95_ms, 1), _fmt(arm.index_s_per_page, 3), _size(arm.bytes_per_page),
                      arm.note])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
