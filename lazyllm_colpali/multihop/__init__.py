@@ -5,8 +5,8 @@
 """
 from .bridges import Bridge, BridgeError, OfflineBridges, VLMBridges, parse_bridges
 from .page_text import CollectionText, UnknownCollectionError
-from .retriever import Hop, MultiHopResult, MultiHopRetriever, fuse_hops
+from .retriever import Hop, IndexArm, MultiHopResult, MultiHopRetriever, fuse_hops
 from .terms import CollectionTerms
 
-__all__ = ['Bridge', 'BridgeError', 'CollectionTerms', 'CollectionText', 'Hop', 'MultiHopResult', 'MultiHopRetriever',
+__all__ = ['Bridge', 'BridgeError', 'CollectionTerms', 'CollectionText', 'Hop', 'IndexArm', 'MultiHopResult', 'MultiHopRetriever',
            'OfflineBridges', 'UnknownCollectionError', 'VLMBridges', 'fuse_hops', 'parse_bridges']

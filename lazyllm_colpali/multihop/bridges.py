@@ -114,8 +114,9 @@ def parse_bridges(reply: str, question: str, used: Set[str], n: int) -> List[str
         tokens = words(phrase)
         if not tokens or phrase.upper().startswith('NONE') or len(phrase) > 80:
             continue
-        if all(t in asked for t in tokens) or ' '.join(tokens) in done or phrase in out:
-            continue
+        joined = f' {" ".join(tokens)} '
+        if all(t in asked for t in tokens) or any(f' {d} ' in joined for d in done) or phrase in out:
+            continue   # the question's own words, or a concept looked up before (also inside a longer name)
         out.append(phrase)
         if len(out) >= n:
             break

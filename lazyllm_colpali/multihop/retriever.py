@@ -158,6 +158,18 @@ class MultiHopRetriever(ModuleBase):
                             self.output_format, self.join)
 
 
+class IndexArm:
+    """An index with ``search(query, topk, filters)`` (the visual ``ColPaliIndex``, ``PageTextIndex``) as an arm
+    (``search(query, filters, *, topk)``), for the CLI and the search API to wrap."""
+
+    def __init__(self, index: Any, topk: int = 5):
+        self.index, self.topk = index, topk
+        self.arm_name = 'visual' if hasattr(index, 'encoder') else 'text'
+
+    def search(self, query: str, filters: Filters = None, *, topk: Optional[int] = None) -> List[SearchHit]:
+        return self.index.search(query, topk or self.topk, filters)
+
+
 def fuse_hops(first: Sequence[SearchHit], later: Sequence[Tuple[int, int, int, SearchHit]], topk: int,
               keep_first: int = 3) -> List[SearchHit]:
     """Hop 1's top ``keep_first`` in place, then later-hop pages (by rank in their search, then hop, then

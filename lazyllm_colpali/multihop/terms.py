@@ -124,6 +124,11 @@ class CollectionTerms:
             for phrase in set(phrases(tokens, max_words)):
                 if phrase in self._postings:
                     self._postings[phrase].add(pid)
+        # where each phrase is defined: a bridge worth a search leads to a page that explains it
+        self._defined_on: Dict[Tuple[str, ...], Set[str]] = {}
+        for pid, text in self._texts.items():
+            for phrase in definitions(text):
+                self._defined_on.setdefault(tuple(phrase.split()), set()).add(pid)
 
     def __len__(self) -> int:
         return self.n_pages
@@ -154,7 +159,8 @@ class CollectionTerms:
         rarest word is: "term meaning builds" is a rare phrase of common words), by use on the source pages
         (earlier pages count more, pages that define an anchor double), 3x within ``window`` words of an
         anchor (the question's rare words and the bridge that brought the page: a concept is explained
-        next to the one it builds on), and 1.5x when a source page defines it or writes it as a name."""
+        next to the one it builds on), 1.5x when a source page defines it or writes it as a name, and 2x
+        when a page not seen yet defines it (the next link of a chain of definitions)."""
         asked = set(words(question))
         done = {tuple(words(e)) for e in exclude}
         rare = {w for w in set(words(' '.join(anchors))) | asked
@@ -184,7 +190,9 @@ class CollectionTerms:
             rarest = max(phrase, key=self.word_idf)
             is_defined = name in defined or rarest in defined_words
             idf = math.log((self.n_pages + 1) / (len(holders) + 0.5))
-            weight = idf * (self.word_idf(rarest) / top_idf) * (1 + math.log1p(freq)) * (1.5 if is_defined else 1.0)
+            explained = bool(self._defined_on.get(phrase, set()) - seen)
+            weight = (idf * (self.word_idf(rarest) / top_idf) * (1 + math.log1p(freq)) * (1.5 if is_defined else 1.0)
+                      * (2.0 if explained else 1.0))
             out.append(Candidate(name, weight, len(holders), unseen, is_defined))
         out.sort(key=lambda c: (-round(c.weight, 9), -len(c.phrase.split()), c.phrase))
         return out
