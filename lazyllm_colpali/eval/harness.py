@@ -42,6 +42,7 @@ class ArmResult:
     error: Optional[str] = None
     note: str = ''
     chain: Dict[str, float] = field(default_factory=dict)   # all@10, R@10 per hop, searches (eval/chains.py)
+    per_query: Dict[str, Dict[str, float]] = field(default_factory=dict, repr=False)   # ms and searches
     run: Dict[str, Dict[str, float]] = field(default_factory=dict, repr=False)
 
 
@@ -200,6 +201,7 @@ def _query_arm(search: Callable, dataset: EvalDataset, topk: int, result: ArmRes
         hits = search(query, topk)
         latencies.append((time.perf_counter() - start) * 1000)
         spent.append(getattr(search, 'last_searches', 1))
+        result.per_query[qid] = {'ms': latencies[-1], 'searches': spent[-1]}
         ranking: Dict[str, float] = {}
         for rank, hit in enumerate(hits[:topk]):
             # ranx sorts by score: use rank-derived scores so ties and arm-specific scales cannot reorder

@@ -38,7 +38,8 @@ class BridgeError(RuntimeError):
 
 
 class OfflineBridges:
-    """``n`` bridges per hop from the text of the top ``source_pages`` new pages of the previous hop."""
+    """``n`` bridges per hop from the text of ``source_pages`` new pages of the previous hop: those defining a rare
+    word of the question (or of the bridge that brought them) first, then those holding one, then by rank."""
 
     def __init__(self, n: int = 2, source_pages: int = 3):
         if n < 1 or source_pages < 1:
@@ -50,8 +51,10 @@ class OfflineBridges:
                  terms: Optional[CollectionTerms]) -> List[Bridge]:
         if terms is None:
             raise ValueError('offline bridges need the collection terms')
-        shown = pages[:self.source_pages]
-        source = [h.page_id for h in shown]
+        by_id = {h.page_id: h for h in pages}
+        anchors = [h.metadata['bridge'] for h in pages if h.metadata.get('bridge')]
+        source = terms.sources([h.page_id for h in pages], ' '.join([question, *anchors]), self.source_pages)
+        shown = [by_id[pid] for pid in source]
         texts = {h.page_id: h.metadata['text'] for h in shown if h.metadata.get('text') and terms.text(h.page_id) is None}
         anchors = [h.metadata['bridge'] for h in shown if h.metadata.get('bridge')]
         chosen = pick(terms.candidates(source, question, seen, exclude=used, texts=texts, anchors=anchors), self.n,

@@ -6,7 +6,7 @@ Hop 1 asks the arm the question. Each later hop takes bridge concepts from the p
 the bridge). The loop stops after ``hops`` hops, when no bridge is left, or when a hop brings nothing new.
 
 Fusion keeps hop 1's best ``keep_first`` pages in place, then alternates the later hops' pages (each bridge's
-best new page first, earlier hops first among equals) with hop 1's remaining ones. Every page says how it came:
+best new page first, the strongest bridge of every hop before the next one) with hop 1's remaining ones. Every page says how it came:
 ``metadata['hop']`` (1, 2, ...), and for later hops ``metadata['bridge']`` (the phrase that brought it) and
 ``metadata['bridge_from']`` (the page that phrase was taken from). Fused scores are ``1 / position`` (the arm's
 own score is kept in ``metadata['arm_score']``), so flows that sort by score keep the fused order.
@@ -96,7 +96,7 @@ class MultiHopRetriever(ModuleBase):
         trace = [Hop(1, searches=1, new_pages=[h.page_id for h in first])]
         seen: Set[str] = {h.page_id for h in first}
         used: Set[str] = set()
-        later: List[Tuple[int, int, int, SearchHit]] = []   # (rank in its search, hop, bridge order, hit)
+        later: List[Tuple[int, int, int, SearchHit]] = []   # (rank in its search, bridge order, hop, hit)
         frontier, stopped = first, 'hops'
         terms = None
         for number in range(2, max_hops + 1):
@@ -131,7 +131,7 @@ class MultiHopRetriever(ModuleBase):
                     hit = replace(hit, metadata={**hit.metadata, 'hop': number, 'bridge': bridge.phrase,
                                                  'bridge_from': bridge.source})
                     found.append(hit)
-                    later.append((kept, number, order, hit))
+                    later.append((kept, order, number, hit))
             hop.new_pages = [h.page_id for h in found]
             if not found:
                 stopped = 'nothing new'
@@ -172,12 +172,13 @@ class IndexArm:
 
 def fuse_hops(first: Sequence[SearchHit], later: Sequence[Tuple[int, int, int, SearchHit]], topk: int,
               keep_first: int = 3) -> List[SearchHit]:
-    """Hop 1's top ``keep_first`` in place, then later-hop pages (by rank in their search, then hop, then
-    bridge) alternating with hop 1's remaining pages; scores become ``1 / position``.
+    """Hop 1's top ``keep_first`` in place, then later-hop pages (by rank in their search, then the bridge's
+    place in its hop - the strongest bridges of every hop first, so a chain's backbone comes before side
+    branches - then hop) alternating with hop 1's remaining pages; scores become ``1 / position``.
 
     >>> from lazyllm_colpali.retrieve.retriever import SearchHit
-    >>> h = lambda pid: SearchHit(pid, 'd', '/a.pdf', 'a.pdf', 1, 1.0, '')
-    >>> fused = fuse_hops([h('a'), h('b'), h('c')], [(1, 2, 0, h('x')), (1, 3, 0, h('y'))], topk=4, keep_first=1)
+    >>> h = lambda pid, hop=1: SearchHit(pid, 'd', '/a.pdf', 'a.pdf', 1, 1.0, '', {'hop': hop})
+    >>> fused = fuse_hops([h('a'), h('b'), h('c')], [(1, 0, 2, h('x', 2)), (1, 0, 3, h('y', 3))], topk=4, keep_first=1)
     >>> [x.page_id for x in fused], [x.metadata['hop'] for x in fused]
     (['a', 'x', 'b', 'y'], [1, 2, 1, 3])
     """

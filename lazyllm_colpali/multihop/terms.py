@@ -151,11 +151,28 @@ class CollectionTerms:
     def word_idf(self, word: str) -> float:
         return math.log((self.n_pages + 1) / (self._word_df.get(word, 0) + 0.5))
 
+    def rare_words(self, text: str) -> Set[str]:
+        """The words of ``text`` that are not stopwords and occur on at most ``max_df_share`` of the pages."""
+        return {w for w in words(text) if w not in STOPWORDS and self._word_df.get(w, 0) <= self.max_df_share * self.n_pages}
+
+    def sources(self, page_ids: Sequence[str], anchors: str, n: int) -> List[str]:
+        """The ``n`` pages to take bridges from: pages that define one of the anchors' rare words first (the
+        next link of a chain is explained there), then pages that hold one, then by rank."""
+        rare = self.rare_words(anchors)
+
+        def key(item):
+            rank, pid = item
+            text = self._texts.get(pid, '')
+            defines = any(rare & set(d.split()) for d in definitions(text))
+            holds = bool(rare & set(self._tokens.get(pid, ())))
+            return (not defines, not holds, rank)
+        return [pid for _, pid in sorted(enumerate(page_ids), key=key)[:n]]
+
     def candidates(self, source_pages: Sequence[str], question: str, seen: Set[str],
                    exclude: Iterable[str] = (), texts: Optional[Mapping[str, str]] = None,
                    anchors: Iterable[str] = (), window: int = 20) -> List[Candidate]:
         """Bridge candidates from ``source_pages`` (best first): phrases the question does not contain, that
-        occur on at least one page outside ``seen``. Weighed by rarity (the phrase's idf, times how rare its
+        occur on at least one page outside ``seen``. Weighed by rarity (the phrase's idf squared, times how rare its
         rarest word is: "term meaning builds" is a rare phrase of common words), by use on the source pages
         (earlier pages count more, pages that define an anchor double), 3x within ``window`` words of an
         anchor (the question's rare words and the bridge that brought the page: a concept is explained
@@ -163,8 +180,7 @@ class CollectionTerms:
         when a page not seen yet defines it (the next link of a chain of definitions)."""
         asked = set(words(question))
         done = {tuple(words(e)) for e in exclude}
-        rare = {w for w in set(words(' '.join(anchors))) | asked
-                if w not in STOPWORDS and self._word_df.get(w, 0) <= self.max_df_share * self.n_pages}
+        rare = self.rare_words(' '.join([question, *anchors]))
         tf: Counter = Counter()
         defined: Set[str] = set()
         for rank, pid in enumerate(source_pages):
@@ -189,7 +205,7 @@ class CollectionTerms:
             name = ' '.join(phrase)
             rarest = max(phrase, key=self.word_idf)
             is_defined = name in defined or rarest in defined_words
-            idf = math.log((self.n_pages + 1) / (len(holders) + 0.5))
+            idf = math.log((self.n_pages + 1) / (len(holders) + 0.5)) ** 2 / top_idf   # squared: rarity decides
             explained = bool(self._defined_on.get(phrase, set()) - seen)
             weight = (idf * (self.word_idf(rarest) / top_idf) * (1 + math.log1p(freq)) * (1.5 if is_defined else 1.0)
                       * (2.0 if explained else 1.0))
