@@ -98,8 +98,8 @@ def main(argv: List[str] = None) -> int:
         chains = load_chains(root)
         start = time.perf_counter()
         report = run_eval(dataset, arms, workdir=work / 'generated', **options)
-        result['generated'] = {'dataset': str(root), 'queries': len(dataset.queries), 'seconds': time.perf_counter() - start,
-                               'pages': report.n_pages, 'by_length': {}, 'by_link': {}}
+        result['generated'] = {'dataset': str(root), 'queries': len(dataset.queries), 'pages': report.n_pages,
+                               'seconds': time.perf_counter() - start, 'by_length': {}, 'by_link': {}}
         for length in sorted({len(c.terms) for c in chains}):
             qids = [c.query_id for c in chains if len(c.terms) == length]
             rows = summarize(report, dataset, qids)

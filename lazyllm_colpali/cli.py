@@ -522,7 +522,7 @@ def cmd_eval(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f'{report.dataset}_table.md').write_text(table + '\n')
     print(table)
-    from .eval.chains import write_chain_chart
+    from .eval.report import write_chain_chart
     chains = write_chain_chart(report, out / f'{report.dataset}_chains.png')
     print(f'\n{seconds:.1f} s in all; wrote {write_json(report, out / f"{report.dataset}.json")}, '
           f'{out / f"{report.dataset}_table.md"} and {write_chart(report, out / f"{report.dataset}.png")}'

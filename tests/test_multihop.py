@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from lazyllm_colpali.eval import from_parts, format_table, run_eval
-from lazyllm_colpali.eval.chains import write_chain_chart
+from lazyllm_colpali.eval.report import write_chain_chart
 from lazyllm_colpali.eval.concept_chains import build_concept_chains, load_chains
 from lazyllm_colpali.lazyllm_glue.arms import PageTextRetriever
 from lazyllm_colpali.multihop import MultiHopRetriever, VLMBridges

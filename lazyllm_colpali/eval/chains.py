@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
 CHAIN_K = 10
@@ -73,33 +72,3 @@ def chain_columns(arms: Sequence) -> List[str]:
     hop_keys = sorted((n for n in names if ' h' in n), key=lambda n: int(n.rsplit('h', 1)[1]))
     counted = any(c.get('searches', 1) != 1 for c in chains) or any('chain_queries' in c for c in chains)
     return [n for n in names if n.startswith('all@')] + hop_keys + (['searches'] if counted else [])
-
-
-def write_chain_chart(report, path: str | Path) -> Optional[Path]:
-    """Bars of all@10 and recall per hop position, single-shot and multi-hop arms side by side (None when the
-    dataset has no chain queries)."""
-    arms = [a for a in report.arms if not a.error and (a.chain or {}).get('chain_queries')]
-    columns = [c for c in chain_columns(arms) if c != 'searches']
-    if not arms or not columns:
-        return None
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(arms) + 2), 4), dpi=120)
-    width = 0.8 / len(columns)
-    for i, column in enumerate(columns):
-        values = [a.chain.get(column, 0.0) for a in arms]
-        bars = ax.bar([x + i * width for x in range(len(arms))], values, width, label=column)
-        ax.bar_label(bars, fmt='%.2f', fontsize=7)
-    labels = [f'{a.arm}\n{a.chain.get("searches", 1):.1f} searches/q' for a in arms]
-    ax.set_xticks([x + width * (len(columns) - 1) / 2 for x in range(len(arms))], labels, fontsize=8)
-    ax.set_ylim(0, 1.08)
-    ax.set_title(f'{report.dataset}: whole chains found ({arms[0].chain["chain_queries"]:.0f} chain queries)')
-    ax.legend(ncols=len(columns), fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.16))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -8,5 +8,5 @@ from .page_text import CollectionText, UnknownCollectionError
 from .retriever import Hop, IndexArm, MultiHopResult, MultiHopRetriever, fuse_hops
 from .terms import CollectionTerms
 
-__all__ = ['Bridge', 'BridgeError', 'CollectionTerms', 'CollectionText', 'Hop', 'IndexArm', 'MultiHopResult', 'MultiHopRetriever',
-           'OfflineBridges', 'UnknownCollectionError', 'VLMBridges', 'fuse_hops', 'parse_bridges']
+__all__ = ['Bridge', 'BridgeError', 'CollectionTerms', 'CollectionText', 'Hop', 'IndexArm', 'MultiHopResult',
+           'MultiHopRetriever', 'OfflineBridges', 'UnknownCollectionError', 'VLMBridges', 'fuse_hops', 'parse_bridges']

@@ -55,7 +55,8 @@ class OfflineBridges:
         anchors = [h.metadata['bridge'] for h in pages if h.metadata.get('bridge')]
         source = terms.sources([h.page_id for h in pages], ' '.join([question, *anchors]), self.source_pages)
         shown = [by_id[pid] for pid in source]
-        texts = {h.page_id: h.metadata['text'] for h in shown if h.metadata.get('text') and terms.text(h.page_id) is None}
+        texts = {h.page_id: h.metadata['text'] for h in shown
+                 if h.metadata.get('text') and terms.text(h.page_id) is None}
         anchors = [h.metadata['bridge'] for h in shown if h.metadata.get('bridge')]
         chosen = pick(terms.candidates(source, question, seen, exclude=used, texts=texts, anchors=anchors), self.n,
                       terms)

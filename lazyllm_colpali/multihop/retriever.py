@@ -6,7 +6,8 @@ Hop 1 asks the arm the question. Each later hop takes bridge concepts from the p
 the bridge). The loop stops after ``hops`` hops, when no bridge is left, or when a hop brings nothing new.
 
 Fusion keeps hop 1's best ``keep_first`` pages in place, then alternates the later hops' pages (each bridge's
-best new page first, the strongest bridge of every hop before the next one) with hop 1's remaining ones. Every page says how it came:
+best new page first, the strongest bridge of every hop before the next one) with hop 1's remaining ones.
+Every page says how it came:
 ``metadata['hop']`` (1, 2, ...), and for later hops ``metadata['bridge']`` (the phrase that brought it) and
 ``metadata['bridge_from']`` (the page that phrase was taken from). Fused scores are ``1 / position`` (the arm's
 own score is kept in ``metadata['arm_score']``), so flows that sort by score keep the fused order.
@@ -24,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Un
 
 from lazyllm.module import ModuleBase
 
-from ..errors import EmptyQueryError
+from ..errors import EmptyQueryError, QueryTooLongError
 from ..lazyllm_glue.arms import Filters, arm_hits
 from ..lazyllm_glue.components import hit_to_node
 from ..lazyllm_glue.output import check_output_format, format_nodes
@@ -121,7 +122,7 @@ class MultiHopRetriever(ModuleBase):
                 used.add(bridge.phrase)
                 hop.searches += 1
                 kept = 0
-                for hit in arm_hits(self.arm, f'{query} {bridge.phrase}', filters, max(self.depth, k)):
+                for hit in self._ask(f'{query} {bridge.phrase}', bridge.phrase, filters, max(self.depth, k)):
                     if kept >= self.per_bridge:
                         break
                     if hit.page_id in seen or not self._holds(terms, hit, bridge):
@@ -139,6 +140,12 @@ class MultiHopRetriever(ModuleBase):
             frontier = found
         hits = fuse_hops(first, later, k, self.keep_first)
         return MultiHopResult(hits, trace, sum(h.searches for h in trace), stopped)
+
+    def _ask(self, query: str, bridge: str, filters: Filters, depth: int) -> List[SearchHit]:
+        try:
+            return arm_hits(self.arm, query, filters, depth)
+        except QueryTooLongError:   # a question near the arm's limit leaves no room for the bridge: ask for it alone
+            return arm_hits(self.arm, bridge, filters, depth)
 
     @staticmethod
     def _holds(terms, hit: SearchHit, bridge: Bridge) -> bool:

@@ -42,8 +42,8 @@ _DEFINITION = re.compile(r"([A-Z][\w-]*(?:\s+[A-Za-z][\w-]*){0,3})\s+(?:is|are)\
                          r"|([A-Z][\w-]*(?:\s+[A-Za-z][\w-]*){0,3})\s*\([A-Z][\w-]+\)"
                          r"|(?:called|named|termed|known as)\s+(?:the\s+)?([A-Za-z][\w-]*(?:\s+[A-Za-z][\w-]*){0,2})"
                          r"|([A-Z][\w-]*(?:\s+[A-Za-z][\w-]*){0,3})\s+(?:refers to|stands for|denotes|is defined)"
-                         r"|^\s*([A-Z][\w-]*(?:[ \t]+[a-z][\w-]*){0,2})(?:[ \t]*[:\u2013\u2014][ \t]*|[ \t]*\n[ \t]*|[ \t]+)"
-                         r"(?:A|An)\s+[a-z]", re.M)
+                         r"|^\s*([A-Z][\w-]*(?:[ \t]+[a-z][\w-]*){0,2})"
+                         r"(?:[ \t]*[:\u2013\u2014][ \t]*|[ \t]*\n[ \t]*|[ \t]+)(?:A|An)\s+[a-z]", re.M)
 _NAME = re.compile(r'\b(?:[A-Z][a-z0-9]+(?:-[A-Za-z0-9]+)*|[A-Z]{2,}[0-9]*|[A-Z][a-z]+[A-Z]\w*)'
                    r'(?:\s+(?:[A-Z][a-z0-9]+(?:-[A-Za-z0-9]+)*|[A-Z]{2,}[0-9]*))*')
 MAX_WORDS = 3
@@ -153,7 +153,8 @@ class CollectionTerms:
 
     def rare_words(self, text: str) -> Set[str]:
         """The words of ``text`` that are not stopwords and occur on at most ``max_df_share`` of the pages."""
-        return {w for w in words(text) if w not in STOPWORDS and self._word_df.get(w, 0) <= self.max_df_share * self.n_pages}
+        ceiling = self.max_df_share * self.n_pages
+        return {w for w in words(text) if w not in STOPWORDS and self._word_df.get(w, 0) <= ceiling}
 
     def sources(self, page_ids: Sequence[str], anchors: str, n: int) -> List[str]:
         """The ``n`` pages to take bridges from: pages that define one of the anchors' rare words first (the
