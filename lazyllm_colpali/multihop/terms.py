@@ -36,14 +36,16 @@ answer answers based called e.g fig figure first given i.e new page pages paper 
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-'][A-Za-z0-9]+)*|[0-9]+(?:\.[0-9]+)?")
 _SENTENCE_END = re.compile(r'[.!?;:]\s')
-# "X is a/an/the", "X (ABC)", "called X", "X refers to", and glossary rows "X: a ..." / "X  A ...": the X a page
+# "X is a/an/the", "X (ABC)", "called X", "X refers to", glossary rows "X: a ..." / "X  A ...", and the first
+# cell of a Markdown table row ("| X | ..."; a table's first column names what its row describes): the X a page
 # defines.
 _DEFINITION = re.compile(r"([A-Z][\w-]*(?:\s+[A-Za-z][\w-]*){0,3})\s+(?:is|are)\s+(?:a|an|the)\b"
                          r"|([A-Z][\w-]*(?:\s+[A-Za-z][\w-]*){0,3})\s*\([A-Z][\w-]+\)"
                          r"|(?:called|named|termed|known as)\s+(?:the\s+)?([A-Za-z][\w-]*(?:\s+[A-Za-z][\w-]*){0,2})"
                          r"|([A-Z][\w-]*(?:\s+[A-Za-z][\w-]*){0,3})\s+(?:refers to|stands for|denotes|is defined)"
                          r"|^\s*([A-Z][\w-]*(?:[ \t]+[a-z][\w-]*){0,2})"
-                         r"(?:[ \t]*[:\u2013\u2014][ \t]*|[ \t]*\n[ \t]*|[ \t]+)(?:A|An)\s+[a-z]", re.M)
+                         r"(?:[ \t]*[:\u2013\u2014][ \t]*|[ \t]*\n[ \t]*|[ \t]+)(?:A|An)\s+[a-z]"
+                         r"|^[ \t]*\|[ \t]*([A-Z][\w-]*(?:[ \t]+[A-Za-z][\w-]*){0,2})[ \t]*\|", re.M)
 _NAME = re.compile(r'\b(?:[A-Z][a-z0-9]+(?:-[A-Za-z0-9]+)*|[A-Z]{2,}[0-9]*|[A-Z][a-z]+[A-Z]\w*)'
                    r'(?:\s+(?:[A-Z][a-z0-9]+(?:-[A-Za-z0-9]+)*|[A-Z]{2,}[0-9]*))*')
 MAX_WORDS = 3
@@ -60,7 +62,11 @@ def phrases(tokens: Sequence[str], max_words: int = MAX_WORDS) -> Iterable[Tuple
 
 
 def definitions(text: str) -> Set[str]:
-    """Phrases the text defines: the X of "X is a ...", "X (ABC)", "called X", "X refers to", "X: a ..."."""
+    """Phrases the text defines: the X of "X is a ...", "X (ABC)", "called X", "X refers to", "X: a ...", "| X |".
+
+    >>> sorted(definitions('| Zimsil score | Moreven framework |\\nThe Quorra framework is a method.'))
+    ['quorra framework', 'zimsil score']
+    """
     found = {' '.join(_trim(words(next(g for g in m.groups() if g)))) for m in _DEFINITION.finditer(text)}
     found.discard('')
     return found
