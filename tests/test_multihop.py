@@ -166,6 +166,13 @@ def test_generated_chains_are_complete_unambiguous_and_seeded(tmp_path):
     assert first.queries != build_concept_chains(tmp_path / 's3', seed=1, **small).queries
     with pytest.raises(ValueError, match='chain lengths'):
         build_concept_chains(tmp_path / 'bad', chain_lengths=(1,))
+    # a folder of someone else's PDFs is never overwritten; an interrupted run of ours is simply redone
+    make_text_pdf(tmp_path / 'mine' / 'corpus' / 'thesis.pdf', ['My thesis.'])
+    with pytest.raises(ValueError, match='did not write'):
+        build_concept_chains(tmp_path / 'mine', **small)
+    assert (tmp_path / 'mine' / 'corpus' / 'thesis.pdf').exists()
+    (tmp_path / 's1' / 'chains.json').unlink()                       # as if killed before the manifest
+    assert build_concept_chains(tmp_path / 's1', **small).queries == first.queries
 
 
 def _ocr_embedded_image(pdf: Path, page_number: int) -> str:

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 from .dataset import EvalDataset, load_dataset, write_jsonl
 
 DEFAULT_SEED = 0
+MARKER = '.concept_chains'
 KINDS = ('score', 'framework', 'algorithm', 'estimator', 'kernel')
 DESCRIPTIONS = {
     'score': 'scoring standard that rates how well a model answers benchmark questions',
@@ -263,7 +264,11 @@ def build_concept_chains(root: str | Path, *, seed: int = DEFAULT_SEED, chain_le
     rng = random.Random(seed)
     names = _Names(rng)
     corpus = root / 'corpus'
+    marker = root / MARKER   # written first: a folder holding it is ours to rewrite (also after an interrupted run)
+    if any(corpus.glob('*.pdf')) and not marker.exists():
+        raise ValueError(f'{corpus} holds PDFs this generator did not write; choose an empty or new folder')
     corpus.mkdir(parents=True, exist_ok=True)
+    marker.write_text('written by lazyllm_colpali.eval.concept_chains; its corpus/ is regenerated on demand\n')
     for old in corpus.glob('*.pdf'):
         old.unlink()
     labs = [names() for _ in range(max(3, len(chain_lengths) * chains_per_length // 2))]
