@@ -265,7 +265,7 @@ def build_concept_chains(root: str | Path, *, seed: int = DEFAULT_SEED, chain_le
     names = _Names(rng)
     corpus = root / 'corpus'
     marker = root / MARKER   # written first: a folder holding it is ours to rewrite (also after an interrupted run)
-    if any(corpus.glob('*.pdf')) and not marker.exists():
+    if any(corpus.glob('*.pdf')) and not (marker.exists() or manifest_file.exists()):
         raise ValueError(f'{corpus} holds PDFs this generator did not write; choose an empty or new folder')
     corpus.mkdir(parents=True, exist_ok=True)
     marker.write_text('written by lazyllm_colpali.eval.concept_chains; its corpus/ is regenerated on demand\n')
