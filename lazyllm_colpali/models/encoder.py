@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections import OrderedDict
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image
@@ -131,13 +131,25 @@ class ColPaliEncoder:
 
     # -- encoding --------------------------------------------------------------------------------------
     def encode_images(self, images: Sequence[Image.Image]) -> List[torch.Tensor]:
-        out = self._encode(list(images), self.processor.process_images, self.batch_size)
-        if self.pool_factor > 1:
-            from colpali_engine.compression.token_pooling import HierarchicalTokenPooler
+        return self.encode_images_grouped(images)[0]
 
-            out = HierarchicalTokenPooler().pool_embeddings(out, pool_factor=self.pool_factor)
-            out = [t.float().contiguous() for t in out]
-        return out
+    def encode_images_grouped(self, images: Sequence[Image.Image]) -> Tuple[List[torch.Tensor],
+                                                                           List[Optional[torch.Tensor]]]:
+        """Page vectors and, with ``pool_factor > 1``, each page's token groups: for every token the encoder
+        emitted, the row of the pooled vectors it was pooled into (what maps pooled vectors back to the patches
+        they cover, see :mod:`lazyllm_colpali.retrieve.explain`); None for pages stored as encoded."""
+        out = self._encode(list(images), self.processor.process_images, self.batch_size)
+        if self.pool_factor <= 1:
+            return out, [None] * len(out)
+        from colpali_engine.compression.token_pooling import HierarchicalTokenPooler
+
+        pooled = HierarchicalTokenPooler().pool_embeddings(out, pool_factor=self.pool_factor, return_dict=True)
+        vectors = [t.float().contiguous() for t in pooled.pooled_embeddings]
+        groups = [pooled_rows(clusters, len(tokens)) for clusters, tokens in zip(pooled.cluster_id_to_indices, out)]
+        for v, g in zip(vectors, groups):
+            if int(g.max()) + 1 != len(v):
+                raise RuntimeError(f'token pooling gave {len(v)} vectors but {int(g.max()) + 1} groups')
+        return vectors, groups
 
     def encode_queries(self, queries: Sequence[str]) -> List[torch.Tensor]:
         queries = list(queries)
@@ -168,6 +180,21 @@ class ColPaliEncoder:
             # Padding rows are zeroed by the model; drop them so stored pages hold real tokens only.
             results.extend(e[m].float().cpu() for e, m in zip(embeddings, mask))
         return results
+
+
+def pooled_rows(cluster_id_to_indices: Dict[int, tuple], n_tokens: int) -> torch.Tensor:
+    """Token -> pooled row, from colpali-engine's ``cluster_id_to_indices``: its pooler appends one vector per
+    non-empty cluster in cluster-id order, so the k-th non-empty cluster is row k."""
+    rows = torch.full((n_tokens,), -1, dtype=torch.int64)
+    row = 0
+    for cluster_id in sorted(cluster_id_to_indices):
+        indices = cluster_id_to_indices[cluster_id][0]
+        if indices.numel():
+            rows[indices] = row
+            row += 1
+    if bool((rows < 0).any()):
+        raise RuntimeError('token pooling left tokens outside every cluster')
+    return rows
 
 
 def quantize_language_tower(model: torch.nn.Module) -> torch.nn.Module:
