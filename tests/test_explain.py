@@ -200,3 +200,60 @@ def test_deleting_a_document_deletes_its_token_groups(tiny_model_dir, tmp_path):
         assert store.token_groups(page_id) is None
     finally:
         store.close()
+
+
+def test_search_explain_writes_one_overlay_per_hit_and_per_token(tiny_model_dir, pdf_dir, tmp_path):
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, '-m', 'lazyllm_colpali.cli', *map(str, args)], capture_output=True,
+                              text=True, timeout=600)
+
+    db, out = tmp_path / 'c.db', tmp_path / 'maps'
+    model = tiny_model_dir('colpali')
+    indexed = cli('index', pdf_dir, '--model', model, '--db', db, '--dpi', 40, '--pool-factor', 2, '--no-progress')
+    assert indexed.returncode == 0, indexed.stderr[-3000:]
+    found = cli('search', 'replace the filter', '-k', 2, '--db', db, '--explain', out, '--explain-tokens', '--json')
+    assert found.returncode == 0 and found.stderr.strip() == '', found.stderr[-3000:]
+    rows = [json.loads(line) for line in found.stdout.splitlines()]
+    assert len(rows) == 2
+    for rank, row in enumerate(rows, 1):
+        whole, *per_token = row['explain']
+        assert whole.endswith(f'{rank:02d}_{row["file_name"][:-4].replace(" ", "_")}_p{row["page"]}.png')
+        assert len(per_token) == len('replace the filter'.replace(' ', ''))   # the query's own tokens
+        with Image.open(whole) as image, Image.open(row['image_path']) as page:
+            assert image.size == page.size                    # the map drawn on the stored page, full size
+    table = cli('search', 'replace the filter', '-k', 1, '--db', db, '--explain', out)
+    assert table.returncode == 0 and 'similarity maps: 1 PNGs in' in table.stdout, table.stderr[-2000:]
+    refused = cli('search', 'x', '--db', db, '--explain-tokens')
+    assert refused.returncode != 0 and '--explain-tokens needs --explain' in refused.stderr
+
+
+def test_api_explain_returns_the_png_or_the_grid(pooled_index):
+    import httpx
+
+    from lazyllm_colpali.serving.api import create_app
+    from tests.helpers.servers import serve_in_thread
+
+    index = pooled_index
+    hit = index.search('costs by region', 1)[0]
+    with serve_in_thread(create_app(index)) as url:
+        png = httpx.post(f'{url}/explain', json={'query': 'costs by region', 'page_id': hit.page_id}, timeout=120)
+        assert png.status_code == 200 and png.headers['content-type'] == 'image/png'
+        import io
+        record = index.store.records([hit.page_id])[hit.page_id]
+        with Image.open(io.BytesIO(png.content)) as image:
+            assert image.size == (record.width, record.height)
+        grid = httpx.post(f'{url}/explain', json={'query': 'costs by region', 'page_id': hit.page_id,
+                                                  'format': 'json', 'token': 0}, timeout=120).json()
+        assert grid['score'] == pytest.approx(hit.score, rel=1e-3) and 'token_maps' not in grid
+        assert len(grid['query_map']) == grid['grid']['n_y'] and len(grid['token_map'][0]) == grid['grid']['n_x']
+        for body, status, says in (
+                ({'query': 'x', 'page_id': 'nope'}, 404, 'no page'),
+                ({'query': 'x', 'page_id': hit.page_id, 'format': 'gif'}, 400, 'format'),
+                ({'query': 'x', 'page_id': hit.page_id, 'token': 999}, 400, 'token'),
+                ({'query': 'x'}, 400, 'page_id'),
+                ({'query': '  ', 'page_id': hit.page_id}, 400, 'empty query')):
+            r = httpx.post(f'{url}/explain', json=body, timeout=60)
+            assert r.status_code == status and says in r.json()['detail'], (body, r.status_code, r.text)

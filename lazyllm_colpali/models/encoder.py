@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ..errors import ModelNotFoundError
-from ..logging import LOG
+from ..logging import LOG, quiet_transformers
 from .families import Family, detect_family, get_family
 from .loading import how_to_fix, resolve_model
 
@@ -98,8 +98,9 @@ class ColPaliEncoder:
             kwargs['attn_implementation'] = self.attn_implementation
         LOG.info(f'Loading {family.model_class} from {source} on {self.device} ({self.dtype})')
         try:
-            model = getattr(cm, family.model_class).from_pretrained(source, **kwargs)
-            processor = getattr(cm, family.processor_class).from_pretrained(source, local_files_only=local_only)
+            with quiet_transformers():   # no "Loading weights" bar in a library call (LAZYLLM_COLPALI_VERBOSE=1)
+                model = getattr(cm, family.model_class).from_pretrained(source, **kwargs)
+                processor = getattr(cm, family.processor_class).from_pretrained(source, local_files_only=local_only)
         except (OSError, ValueError) as e:
             first_line = str(e).splitlines()[0] if str(e) else ''
             raise ModelNotFoundError(f'model {self.model_name!r} could not be loaded as {family.model_class} '
@@ -174,6 +175,10 @@ class ColPaliEncoder:
         results: List[torch.Tensor] = []
         for start in range(0, len(items), batch_size):
             batch = process(items[start:start + batch_size]).to(self.device)
+            if self._family.name == 'colpali' and 'token_type_ids' not in batch:
+                # PaliGemma warns when a prompt comes without token types, then treats every token as prefix
+                # (bidirectional attention): zeros say exactly that, so the embeddings are the same, unwarned.
+                batch['token_type_ids'] = torch.zeros_like(batch['input_ids'])
             with torch.inference_mode():
                 embeddings = model(**batch)
             mask = batch['attention_mask'].bool()

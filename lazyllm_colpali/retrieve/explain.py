@@ -16,6 +16,7 @@ colpali-engine's ``get_similarity_maps_from_embeddings`` and ``normalize_similar
 """
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -163,8 +164,9 @@ class PageExplanation:
         return image.crop((max(0, int(x0 - grow_x)), max(0, int(y0 - grow_y)), min(w, int(x1 + grow_x)),
                            min(h, int(y1 + grow_y))))
 
-    def to_dict(self, token_maps: bool = True, digits: int = 4) -> Dict[str, Any]:
-        """Plain data (JSON-ready): the grid, the query map and, with ``token_maps``, one map per token."""
+    def to_dict(self, token_maps: bool = True, token: Optional[int] = None, digits: int = 4) -> Dict[str, Any]:
+        """Plain data (JSON-ready): the grid, the query map, ``token``'s map if given and, with
+        ``token_maps``, one map per token. Maps are ``[y][x]`` rows of raw similarities."""
         def grid(t: torch.Tensor) -> List[List[float]]:
             return [[round(float(v), digits) for v in row] for row in t.tolist()]
 
@@ -173,6 +175,8 @@ class PageExplanation:
                'grid': {'n_x': self.grid_size[0], 'n_y': self.grid_size[1]}, 'family': self.geometry.family,
                'tokens': self.tokens, 'content': self.content, 'region': list(self.region()),
                'query_map': grid(self.query_map)}
+        if token is not None:
+            out['token'], out['token_map'] = token, grid(self.token_maps[token])
         if token_maps:
             out['token_maps'] = [grid(m) for m in self.token_maps]
         return out
@@ -225,6 +229,34 @@ def explain_page(query_vectors: torch.Tensor, page_vectors: torch.Tensor, geomet
     maps = similarity_maps(query_vectors, page_vectors, geometry, token_groups)
     score = float((query_vectors.float() @ page_vectors.float().T).max(dim=1).values.sum())
     return PageExplanation(page_id, query, tokens, content, maps, score, geometry, **page)
+
+
+def safe_name(text: str, limit: int = 60) -> str:
+    """A file-name part from any text (file names, query tokens): letters, digits, ``.``, ``-``, ``_``.
+
+    >>> safe_name('../b](.env) uploaded.pdf')
+    'b_.env_uploaded.pdf'
+    """
+    name = re.sub(r'[^A-Za-z0-9._-]+', '_', text).strip('._') or 'x'
+    return name[:limit]
+
+
+def write_overlays(explanation: PageExplanation, folder: Union[str, Path], rank: int,
+                   per_token: bool = False) -> List[Path]:
+    """``<rank>_<file>_p<page>.png`` (the whole query, best area outlined) in ``folder``, and with
+    ``per_token`` one ``..._t<i>_<token>.png`` per token of the query's own text."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f'{rank:02d}_{safe_name(Path(explanation.file_name).stem or explanation.page_id)}_p{explanation.page}'
+    image = explanation.page_image()
+    written = [folder / f'{stem}.png']
+    explanation.overlay(image, box=True).save(written[0])
+    if per_token:
+        for i, (token, own) in enumerate(zip(explanation.tokens, explanation.content)):
+            if own and token.strip():
+                written.append(folder / f'{stem}_t{i:02d}_{safe_name(token, 20)}.png')
+                explanation.overlay(image, token=i).save(written[-1])
+    return written
 
 
 class PageExplainer:
