@@ -105,7 +105,7 @@ def test_one_crafted_patch_lights_exactly_its_pixel_box(encoders, family, size):
         page, query = _crafted(geometry, [int(geometry.grids[0].positions[y, x])])
         explanation = explain_page(query, page, geometry, page_id='p', query='q')
         assert explanation.grid_size == (n_x, n_y) and explanation.token_maps.shape == (1, n_y, n_x)
-        assert explanation.score == pytest.approx(1.0)
+        assert explanation.score == pytest.approx(1.0) and explanation.on_image == [True]
         assert explanation.region() == geometry.cell_box(x, y)
         assert _lit_box(explanation.overlay(white)) == geometry.cell_box(x, y)        # by rendering
         assert explanation.overlay(white, box=True).size == size
@@ -139,8 +139,14 @@ def test_pooled_vectors_map_back_to_the_patches_they_pooled(encoders, family):
     assert set(cells) <= lit     # the three identical patches were pooled together and all light up
     for x, y in lit - set(cells):   # anything else sharing their row holds e0's direction too
         assert float(page[grid[y, x]] @ query[0]) > 0.99
+    assert explanation.on_image == [True]
+    text_token = int(geometry.n_tokens - 1)           # the prompt's last token: not on the page's grid
+    page_on_text, _ = _crafted(geometry, [text_token])
+    assert explain_page(query, page_on_text, geometry).on_image == [False]
     with pytest.raises(ExplainError, match='token pooling'):
         explain_page(query, vectors, geometry)        # pooled vectors without their groups do not fit the grid
+    with pytest.raises(ExplainError, match='re-index'):
+        explain_page(query, vectors[:-1], geometry, token_groups=groups)   # groups of another version of the page
 
 
 def test_query_tokens_tell_the_text_from_the_family_prompt(encoders):

@@ -45,6 +45,9 @@ def similarity_maps(query: torch.Tensor, page: torch.Tensor, geometry: PageGeome
     from colpali_engine.interpretability.similarity_map_utils import get_similarity_maps_from_embeddings
 
     query, page = query.float(), page.float()
+    if token_groups is not None and (len(token_groups) == 0 or int(token_groups.max()) + 1 != len(page)):
+        raise ExplainError(f'the page\'s token groups name {int(token_groups.max()) + 1 if len(token_groups) else 0} '
+                           f'pooled vectors but {len(page)} are stored: re-index the page to explain it')
     tokens = page if token_groups is None else page[token_groups]     # back to the encoder's own positions
     if tokens.shape[0] != geometry.n_tokens:
         raise ExplainError(f'the page has {tokens.shape[0]} stored tokens but {geometry.family} gives '
@@ -77,7 +80,9 @@ def normalized(similarity_map: torch.Tensor, value_range: Optional[Tuple[float, 
 class PageExplanation:
     """Similarity maps of one query on one page. ``token_maps[i, y, x]`` is query token ``i``'s similarity
     with the page token at cell ``(x, y)``; ``content[i]`` tells the query's own text tokens from the
-    family's prompt tokens; ``score`` is the page's MaxSim score from the same stored vectors."""
+    family's prompt tokens; ``score`` is the page's MaxSim score from the same stored vectors;
+    ``on_image[i]`` whether query token ``i``'s best page token is an image token (False: it matched the
+    page's prompt text, which no map can show)."""
 
     page_id: str
     query: str
@@ -86,6 +91,7 @@ class PageExplanation:
     token_maps: torch.Tensor
     score: float
     geometry: PageGeometry = field(repr=False)
+    on_image: List[bool] = field(default_factory=list)
     image_path: str = ''
     file_name: str = ''
     page: int = 0
@@ -145,7 +151,7 @@ class PageExplanation:
         exactly over the pixels it covers; ``box`` also outlines :meth:`region`."""
         image = (image or self.page_image()).convert('RGB')
         heat = cells_to_pixels(self.heat(token), image.size)
-        alpha = (0.7 * heat ** 1.5)[..., None]   # none where the page did not match, so it stays readable
+        alpha = (0.75 * heat ** 2.5)[..., None]   # little where the page did not match, so it stays readable
         blended = np.asarray(image, dtype=np.float32) * (1 - alpha) + heat_colors(heat) * alpha
         out = Image.fromarray(blended.round().astype(np.uint8))
         if box:
@@ -153,16 +159,17 @@ class PageExplanation:
         return out
 
     def crop(self, image: Optional[Image.Image] = None, token: Optional[int] = None, margin: float = 0.5,
-             min_side: float = 0.2) -> Image.Image:
+             min_width: float = 0.2, min_height: float = 0.2) -> Image.Image:
         """The page around :meth:`region`: the area grown by ``margin`` of its size on each side and to at
-        least ``min_side`` of the page, so a one-cell match still shows its context."""
+        least ``min_width`` x ``min_height`` of the page, so a one-cell match still shows its context."""
         image = image or self.page_image()
         x0, y0, x1, y1 = scale_box(self.region(token), (self.width, self.height), image.size)
         w, h = image.size
-        grow_x = max((x1 - x0) * margin, (min_side * w - (x1 - x0)) / 2, 0)
-        grow_y = max((y1 - y0) * margin, (min_side * h - (y1 - y0)) / 2, 0)
-        return image.crop((max(0, int(x0 - grow_x)), max(0, int(y0 - grow_y)), min(w, int(x1 + grow_x)),
-                           min(h, int(y1 + grow_y))))
+        grow_x = max((x1 - x0) * margin, (min_width * w - (x1 - x0)) / 2, 0)
+        grow_y = max((y1 - y0) * margin, (min_height * h - (y1 - y0)) / 2, 0)
+        left, right = _inside(x0 - grow_x, x1 + grow_x, w)
+        top, bottom = _inside(y0 - grow_y, y1 + grow_y, h)
+        return image.crop((left, top, right, bottom))
 
     def to_dict(self, token_maps: bool = True, token: Optional[int] = None, digits: int = 4) -> Dict[str, Any]:
         """Plain data (JSON-ready): the grid, the query map, ``token``'s map if given and, with
@@ -173,13 +180,27 @@ class PageExplanation:
         out = {'page_id': self.page_id, 'file_name': self.file_name, 'page': self.page, 'query': self.query,
                'score': self.score, 'width': self.width, 'height': self.height,
                'grid': {'n_x': self.grid_size[0], 'n_y': self.grid_size[1]}, 'family': self.geometry.family,
-               'tokens': self.tokens, 'content': self.content, 'region': list(self.region()),
+               'tokens': self.tokens, 'content': self.content, 'on_image': self.on_image,
+               'region': list(self.region()),
                'query_map': grid(self.query_map)}
         if token is not None:
             out['token'], out['token_map'] = token, grid(self.token_maps[token])
         if token_maps:
             out['token_maps'] = [grid(m) for m in self.token_maps]
         return out
+
+
+def _inside(start: float, end: float, size: int) -> Tuple[int, int]:
+    """``[start, end)`` moved (not cut) to lie within ``[0, size)`` where it fits.
+
+    >>> _inside(-10, 30, 100), _inside(90, 130, 100), _inside(-5, 120, 100)
+    ((0, 40), (60, 100), (0, 100))
+    """
+    if start < 0:
+        start, end = 0, end - start
+    if end > size:
+        start, end = max(0, start - (end - size)), size
+    return int(start), int(end)
 
 
 def cells_to_pixels(grid: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -227,8 +248,14 @@ def explain_page(query_vectors: torch.Tensor, page_vectors: torch.Tensor, geomet
     if len(tokens) != n or len(content) != n:
         raise ExplainError(f'{n} query vectors but {len(tokens)} token labels')
     maps = similarity_maps(query_vectors, page_vectors, geometry, token_groups)
-    score = float((query_vectors.float() @ page_vectors.float().T).max(dim=1).values.sum())
-    return PageExplanation(page_id, query, tokens, content, maps, score, geometry, **page)
+    sims = query_vectors.float() @ page_vectors.float().T
+    best = sims.max(dim=1).values
+    if token_groups is not None:
+        sims = sims[:, token_groups]                    # per encoder position
+    image = torch.zeros(sims.shape[1], dtype=torch.bool)
+    image[geometry.image_positions()] = True
+    on_image = ((sims == best[:, None]) & image).any(dim=1).tolist()
+    return PageExplanation(page_id, query, tokens, content, maps, float(best.sum()), geometry, on_image, **page)
 
 
 def safe_name(text: str, limit: int = 60) -> str:

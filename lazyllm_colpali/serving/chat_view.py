@@ -28,21 +28,31 @@ CROP_SIZE = (260, 120)  # px, the matched area at most this wide and high
 FULL_SIDE = 1000        # px, the page shown on click
 
 
+@dataclass(frozen=True)
+class Picture:
+    """An image embedded in the chat: a ``data:image/jpeg;base64,...`` URI and its size in pixels."""
+
+    uri: str
+    width: int
+    height: int
+
+
 @dataclass
 class SourceView:
-    """One cited page as the chat shows it; images are ``data:image/jpeg;base64,...`` URIs (None: not shown)."""
+    """One cited page as the chat shows it (None: not shown)."""
 
     rank: int
     hit: SearchHit
-    thumbnail: Optional[str]
-    crop: Optional[str] = None
-    full: Optional[str] = None
+    thumbnail: Optional[Picture]
+    crop: Optional[Picture] = None
+    full: Optional[Picture] = None
 
 
-def jpeg_uri(image: Image.Image, quality: int = 82) -> str:
+def jpeg_picture(image: Image.Image, quality: int = 82) -> Picture:
     buffer = io.BytesIO()
     image.convert('RGB').save(buffer, format='JPEG', quality=quality)
-    return 'data:image/jpeg;base64,' + base64.b64encode(buffer.getvalue()).decode('ascii')
+    uri = 'data:image/jpeg;base64,' + base64.b64encode(buffer.getvalue()).decode('ascii')
+    return Picture(uri, image.width, image.height)
 
 
 def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
@@ -61,41 +71,42 @@ def source_view(rank: int, hit: SearchHit, images: Any, explanation: Any = None)
     with Image.open(path) as opened:
         page = opened.convert('RGB')
     if explanation is None:
-        return SourceView(rank, hit, jpeg_uri(_fit(page, THUMB_SIDE * 2, THUMB_SIDE)),
-                          full=jpeg_uri(_fit(page, FULL_SIDE, FULL_SIDE)))
+        return SourceView(rank, hit, jpeg_picture(_fit(page, THUMB_SIDE * 2, THUMB_SIDE)),
+                          full=jpeg_picture(_fit(page, FULL_SIDE, FULL_SIDE)))
     from ..retrieve.explain import draw_box, scale_box
 
     region = explanation.region()
     thumb = _fit(page, THUMB_SIDE * 2, THUMB_SIDE)
     draw_box(thumb, scale_box(region, page.size, thumb.size))
     full = _fit(explanation.overlay(page, box=True), FULL_SIDE, FULL_SIDE)
-    return SourceView(rank, hit, jpeg_uri(thumb), jpeg_uri(_fit(explanation.crop(page), *CROP_SIZE)),
-                      jpeg_uri(full))
+    crop = explanation.crop(page, min_width=0.4, min_height=0.12)   # wide enough to read a line around the match
+    return SourceView(rank, hit, jpeg_picture(thumb), jpeg_picture(_fit(crop, *CROP_SIZE)), jpeg_picture(full))
 
 
-def _img(uri: str, alt: str, style: str) -> str:
-    # uri is ours (base64 alphabet only); alt is escaped
-    return f'<img src="{uri}" alt="{markdown_text(alt, inline=True)}" style="{style}">'
+def _img(picture: Picture, alt: str, style: str = '') -> str:
+    # The URI is ours (base64 alphabet only) and alt is escaped. The size is given, so the chat's CSS cannot
+    # stretch the image; max-width lets a large one shrink with its aspect kept.
+    return (f'<img src="{picture.uri}" alt="{markdown_text(alt, inline=True)}" width="{picture.width}" '
+            f'height="{picture.height}" style="display:inline-block;vertical-align:middle;width:{picture.width}px;'
+            f'height:auto;max-width:100%;max-height:none;object-fit:contain;margin:0 6px 0 0;border:1px solid #bbb;'
+            f'{style}">')
 
 
 def render_source(view: SourceView, lang: str = 'en') -> str:
-    """One cited page: ``1. file, p. N (score s)`` with its thumbnail and matched area; click for the full page.
-    One line of HTML (a Markdown HTML block), safe to show."""
+    """One cited page: thumbnail (matched area outlined), the matched area, ``1. file, p. N (score s)``; a click
+    opens the full page with its map. One line of HTML (a Markdown HTML block), safe to show."""
     hit = view.hit
-    where = f'{markdown_text(hit.file_name, inline=True)}' + (f', {page_label(hit.page, lang)}' if hit.page else '')
+    where = markdown_text(hit.file_name, inline=True) + (f', {page_label(hit.page, lang)}' if hit.page else '')
     label = f'<b>{view.rank}.</b> {where} <small>({text("score", lang)} {hit.score:.2f})</small>'
     if view.thumbnail is None:
         return f'<p>{label}</p>'
     alt = f'{hit.file_name} {page_label(hit.page, lang)}'
-    parts = [_img(view.thumbnail, alt, f'height:{THUMB_SIDE}px;width:auto;border:1px solid #bbb;vertical-align:middle')]
+    parts = [_img(view.thumbnail, alt)]
     if view.crop:
-        parts.append(_img(view.crop, f'{alt}: {text("matched", lang)}',
-                          f'max-height:{CROP_SIZE[1]}px;max-width:{CROP_SIZE[0]}px;border:1px solid #bbb;'
-                          f'vertical-align:middle;margin-left:6px'))
-    summary = (f'<summary title="{text("open_full", lang)}" style="cursor:zoom-in">{"".join(parts)} '
-               f'<span style="vertical-align:middle">{label}</span></summary>')
-    full = _img(view.full, f'{alt} ({text("open_full", lang)})', 'max-width:100%;border:1px solid #bbb') \
-        if view.full else ''
+        parts.append(_img(view.crop, f'{alt}: {text("matched", lang)}'))
+    summary = (f'<summary title="{text("open_full", lang)}" style="cursor:zoom-in;list-style-position:outside">'
+               f'{"".join(parts)}<span style="vertical-align:middle">{label}</span></summary>')
+    full = _img(view.full, f'{alt} ({text("open_full", lang)})', 'margin-top:6px') if view.full else ''
     return f'<details class="lazyllm-colpali-source">{summary}{full}</details>'
 
 

@@ -40,7 +40,7 @@ TEXT = {
     'ui_stream': ('Stream output', '流式输出'),
     'ui_append': ('Append output', '追加输出'),
     'ui_log': ('Processing log', '处理日志'),
-    'ui_clear': ('🗑️  Clear history', '🗑️  清空历史'),
+    'ui_clear': ('Clear history', '清空历史'),   # no emoji: it shows as a box without an emoji font
     'ui_new_session': ('New session', '添加新会话'),
     'ui_session': ('Session:', '选择会话：'),
     'ui_delete_session': ('Delete session', '删除当前会话'),
