@@ -75,7 +75,8 @@ def measure(db: Path, runs: int, explain: bool) -> dict:
             start = time.perf_counter()
             index.search(QUERIES[i % len(QUERIES)], 5)
             times.append((time.perf_counter() - start) * 1000)
-        result = {'pages': store.count(), 'search_ms': _stats(times)}
+        import lazyllm_colpali
+        result = {'pages': store.count(), 'search_ms': _stats(times), 'package': lazyllm_colpali.__file__}
         if explain:
             hits = index.search(QUERIES[1], 5)
             start = time.perf_counter()
@@ -142,7 +143,8 @@ def main(argv=None) -> dict:
     for name, row in rows.items():
         s = row['search_ms']
         row['search_p50_vs_this_tree'] = s['p50'] / base
-        print(f'{name[-28:]:<28} {row["pages"]:>6} {s["p50"]:>14.1f} {s["p95"]:>8.1f} {s["p50"] / base:>12.2f}')
+        print(f'{name[-28:]:<28} {row["pages"]:>6} {s["p50"]:>14.1f} {s["p95"]:>8.1f} {s["p50"] / base:>12.2f}  '
+              f'({row["package"]})')
     mine = rows['this tree']
     print(f'explain one hit: first call {mine["explain_first_ms"]:.0f} ms, then p50 {mine["explain_ms"]["p50"]:.1f} ms '
           f'(+ overlay PNG p50 {mine["overlay_png_ms"]["p50"]:.1f} ms); search + explain of the top 5 p50 '
