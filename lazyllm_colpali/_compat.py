@@ -76,7 +76,46 @@ def _read_ranks(path: str) -> dict:
         return {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in f if line.strip())}
 
 
+def import_lazyllm_rag() -> None:
+    """Import ``lazyllm.tools.rag`` leaving the host's logging as it was. LazyLLM 1.4's graphrag service module
+    (imported by ``lazyllm.tools.rag``) calls ``logging.basicConfig(level=INFO)``: from then on every library's
+    INFO records reach stderr (faiss's loader and its ``swigfaiss_*`` ModuleNotFoundError lines, Milvus Lite's
+    server port, colpali-engine's FastPlaid note). When that import is what configured the root logger, undo
+    exactly that; an application that configured logging itself keeps its configuration."""
+    import logging
+    import sys
+
+    if 'lazyllm.tools.rag' in sys.modules:
+        return
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    import lazyllm.tools.rag  # noqa: F401
+    added = [h for h in root.handlers if h not in handlers]
+    if not handlers and added and root.level != level:
+        for handler in added:
+            root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def skip_unusable_tracing() -> None:
+    """LazyLLM traces every module call by default, through OpenTelemetry's SDK; where that SDK is not installed
+    nothing can be traced, and the first module call logs a warning saying so. When the application has not
+    asked for tracing (``LAZYLLM_TRACE_ENABLED`` unset), turn off what cannot run; an application that sets it
+    keeps its choice (and LazyLLM's warning, if its SDK is missing)."""
+    if 'LAZYLLM_TRACE_ENABLED' in os.environ:
+        return
+    try:
+        if importlib.util.find_spec('opentelemetry.sdk') is not None:
+            return
+    except (ImportError, ValueError):   # no opentelemetry package at all
+        pass
+    import lazyllm
+
+    lazyllm.config['trace_enabled'] = False
+
+
 def prepare_environment() -> None:
-    """Both fixes; neither changes LazyLLM settings such as tracing (that is the host application's choice)."""
+    """Both fixes; neither changes LazyLLM settings (tracing is turned off only where it cannot run, by
+    :func:`skip_unusable_tracing`, when the LazyLLM-facing parts load)."""
     install_torchvision_shim()
     install_tiktoken_offline()

@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='exact: MaxSim over every page; candidates: Milvus pooled-vector candidates; centroids: '
                         'centroid index candidates; both rerank exactly. auto: exact up to 20k pages (default)')
     p.add_argument('--json', action='store_true', help='print JSON lines instead of a table')
+    p.add_argument('--explain', default=None, metavar='OUTDIR',
+                   help='write one PNG per hit into OUTDIR: the page with a heat map of where the query matched')
+    p.add_argument('--explain-tokens', action='store_true',
+                   help='with --explain: also one PNG per query token (the query\'s own tokens)')
     p.add_argument('--hops', type=int, default=1, help='follow a chain of concepts: up to N searches in a row, each '
                                                        'for bridge concepts the last one\'s pages point at (default: '
                                                        '1, a single search)')
@@ -114,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('-k', '--topk', type=int, default=5, help='pages retrieved per question (default: 5)')
     p.add_argument('--pages', type=int, default=3, help='pages shown to the VLM and cited (default: 3)')
     p.add_argument('--image-side', type=int, default=1024, help='max px of page images sent to the VLM')
+    p.add_argument('--lang', default=None, choices=['en', 'zh'],
+                   help='language of the chat page (default: Chinese for a Chinese locale, else English)')
 
     p = sub.add_parser('check', help='cross-check Milvus rows, Milvus and local vectors, and page images')
     p.add_argument('--repair', action='store_true', help='refetch vectors from Milvus, re-encode or re-render what is '
@@ -298,9 +304,13 @@ def cmd_search(args) -> int:
         else:
             hits = index.search(args.query, args.topk, filters)
         ms = (time.perf_counter() - start) * 1000
+        overlays = _write_explanations(index, args, hits) if args.explain else {}
         if args.json:
             for hit in hits:
-                print(json.dumps(hit.to_dict(), ensure_ascii=False))
+                row = hit.to_dict()
+                if hit.page_id in overlays:
+                    row['explain'] = overlays[hit.page_id]
+                print(json.dumps(row, ensure_ascii=False))
             return 0
         if not hits:
             print(f'no pages found ({store.count()} pages indexed in {_shown(store.uri)})')
@@ -314,7 +324,22 @@ def cmd_search(args) -> int:
         hops = (f'; {trace.searches} searches in {len(trace.hops)} hops (stopped: {trace.stopped})'
                 if trace else '')
         print(f'({ms:.0f} ms over {store.count()} pages{hops})')
+        if overlays:
+            print(f'similarity maps: {len(overlays)} PNGs in {_shown(args.explain)}')
         return 0
+
+
+def _write_explanations(index, args, hits) -> dict:
+    """``--explain OUTDIR``: one overlay PNG per hit (and per query token with ``--explain-tokens``);
+    returns ``{page_id: [paths]}``."""
+    from .retrieve.explain import write_overlays
+
+    written = {}
+    for rank, hit in enumerate(hits, 1):
+        explanation = index.explain(args.query, hit)
+        written[hit.page_id] = [str(p) for p in write_overlays(explanation, args.explain, rank,
+                                                               per_token=args.explain_tokens)]
+    return written
 
 
 def cmd_docs(args) -> int:
@@ -424,7 +449,7 @@ def cmd_serve(args) -> int:
     vlm = server = None
     if args.vlm_url or args.vlm_model:
         vlm, server = make_vlm(args.vlm_url, args.vlm_model, source=args.vlm_source, api_key_env=args.vlm_key_env)
-    chat = VisualChat(doc, vlm, topk=args.topk,
+    chat = VisualChat(doc, vlm, topk=args.topk, lang=args.lang,
                       settings=AnswerSettings(pages=args.pages, max_image_side=args.image_side))
     web = ChatServer(chat, host=args.host, port=args.port)
     for sig in (signal.SIGINT, signal.SIGTERM):   # stop within seconds; the running upload keeps its pages
@@ -590,6 +615,10 @@ def _validate(args) -> None:
         raise SystemExit(f'error: -k/--topk must be a positive number (at least 1), got {topk}')
     if getattr(args, 'pages', None) and args.command == 'search':
         _parse_pages(args.pages)
+    if getattr(args, 'explain_tokens', False) and not args.explain:
+        raise SystemExit('error: --explain-tokens needs --explain OUTDIR (where the PNGs go)')
+    if getattr(args, 'explain', None) and os.path.exists(args.explain) and not os.path.isdir(args.explain):
+        raise SystemExit(f'error: --explain {args.explain}: exists and is not a folder')
     hops = getattr(args, 'hops', None)
     if hops is not None and not 1 <= hops <= 8:
         raise SystemExit(f'error: --hops must be between 1 and 8, got {hops}')

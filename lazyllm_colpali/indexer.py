@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Sequence, Union
 
 from tqdm.auto import tqdm
 
@@ -21,6 +21,8 @@ from .serving.escape import terminal_text
 from .retrieve.retriever import MaxSimRetriever, SearchHit
 from .store.base import Filters, MultiVectorStore
 
+if TYPE_CHECKING:
+    from .retrieve.explain import PageExplanation
 
 MAX_QUERY_CHARS = 2000
 
@@ -42,6 +44,7 @@ class ColPaliIndex:
         self.progress = progress
         self.allow_model_change = allow_model_change
         self._model_checked = False
+        self._explainer = None
 
     def check_model(self) -> None:
         """Record the encoder's identity in a new collection; refuse another model on an existing one."""
@@ -117,7 +120,9 @@ class ColPaliIndex:
         if not batch:
             return
         clock = time.perf_counter()
-        vectors = self.encoder.encode_images([p.image for p in batch])
+        vectors, groups = self.encoder.encode_images_grouped([p.image for p in batch])
+        for page, page_groups in zip(batch, groups):
+            page.record.token_groups = page_groups
         report.seconds['encode'] += time.perf_counter() - clock
         clock = time.perf_counter()
         self.store.add([(p.record, v, p.image) for p, v in zip(batch, vectors)])
@@ -146,7 +151,9 @@ class ColPaliIndex:
             batch = [(r, rerender_page(r)) for r in records[start:start + self.encoder.batch_size]]
             batch = [(r, image) for r, image in batch if image is not None]
             if batch:
-                vectors = self.encoder.encode_images([image for _, image in batch])
+                vectors, groups = self.encoder.encode_images_grouped([image for _, image in batch])
+                for (r, _), page_groups in zip(batch, groups):
+                    r.token_groups = page_groups
                 self.store.add([(r, v, image) for (r, image), v in zip(batch, vectors)])
                 restored += len(batch)
         return restored
@@ -167,6 +174,21 @@ class ColPaliIndex:
         return self.retriever.search_vectors(vectors, topk, filters)
 
     __call__ = search
+
+    # -- explanation ------------------------------------------------------------------------------------
+    def explain(self, query: str, page: Union[str, SearchHit]) -> 'PageExplanation':
+        """Where ``page`` (a page id or a hit) matched ``query``: per-token similarity maps on its patch grid,
+        from its stored vectors (see :mod:`lazyllm_colpali.retrieve.explain`). Computed only when asked."""
+        from .retrieve.explain import PageExplainer
+
+        if not query or not query.strip():
+            raise EmptyQueryError('empty query: type what you are looking for')
+        if self._explainer is None:
+            self._explainer = PageExplainer(self.encoder, self.store, self.retriever)
+        return self._explainer.explain(query, page)
+
+    def explain_hits(self, query: str, hits: Sequence[SearchHit]) -> List['PageExplanation']:
+        return [self.explain(query, hit) for hit in hits]
 
 
 class _NotifyingBar:

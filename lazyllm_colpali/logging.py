@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
 
-__all__ = ['LOG', 'drop_alloc_timestamp_noise', 'quiet_environment', 'quiet_loggers', 'quiet_progress_bars']
+__all__ = ['LOG', 'drop_alloc_timestamp_noise', 'quiet_environment', 'quiet_loggers', 'quiet_progress_bars',
+           'quiet_transformers', 'verbose']
 
 # Third-party loggers whose INFO lines (server ports, faiss loading, OCR model paths) bury a command's result.
 NOISY_LOGGERS = ('milvus_lite', 'faiss', 'faiss.loader', 'pymilvus', 'bm25s', 'jieba', 'RapidOCR', 'matplotlib',
@@ -49,11 +52,52 @@ def drop_alloc_timestamp_noise() -> None:
         logger.addFilter(_FILTER)
 
 
+def verbose() -> bool:
+    """Whether third-party logs, warnings and bars should show: ``LAZYLLM_COLPALI_VERBOSE=1`` (the CLI's ``-v``)."""
+    return os.environ.get('LAZYLLM_COLPALI_VERBOSE', '').lower() in ('1', 'true', 'yes', 'on')
+
+
+_QUIET_LOCK = threading.Lock()
+_QUIET_DEPTH = 0
+_QUIET_SAVED: tuple = ()
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Around this package's own calls into transformers (loading and saving a model, encoding): its progress
+    bars ("Loading weights", "Writing model shards") and one-off warnings stay off, and the caller's settings
+    come back afterwards (nested and concurrent uses share one saved state). ``LAZYLLM_COLPALI_VERBOSE=1``
+    leaves them on, as ``-v`` does for the CLI."""
+    global _QUIET_DEPTH, _QUIET_SAVED
+    if verbose():
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    with _QUIET_LOCK:
+        if _QUIET_DEPTH == 0:
+            _QUIET_SAVED = (hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity())
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+        _QUIET_DEPTH += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _QUIET_DEPTH -= 1
+            if _QUIET_DEPTH == 0:
+                bars, level = _QUIET_SAVED
+                hf_logging.set_verbosity(level)
+                if bars:
+                    hf_logging.enable_progress_bar()
+
+
 def quiet_environment(verbose: bool = False) -> None:
     """Before LazyLLM / transformers are imported: their INFO logs, the weights-loading bars and one-off
     warnings off unless ``verbose``. Process-wide, so for programs (the CLI), not for library code."""
     os.environ.setdefault('LAZYLLM_TRACE_ENABLED', 'False')   # no OpenTelemetry exporter here
     if verbose:
+        os.environ['LAZYLLM_COLPALI_VERBOSE'] = '1'
         return
     os.environ.setdefault('LAZYLLM_LOG_LEVEL', 'WARNING')
     os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')   # transformers' "Loading weights" bars

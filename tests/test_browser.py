@@ -42,7 +42,8 @@ def _start_serve(tmp_path: Path):
     log = open(tmp_path / 'serve.log', 'w')
     proc = subprocess.Popen([sys.executable, '-m', 'lazyllm_colpali.cli', 'serve', '--model', 'tiny:colpali',
                              '--vlm-url', 'standin', '--db', str(tmp_path / 'db' / 'c.db'), '--port', str(port),
-                             '--pages', '2'], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+                             '--pages', '2', '--lang', 'en'], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            cwd=tmp_path)
     url = f'http://127.0.0.1:{port}'
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -135,9 +136,17 @@ def test_chat_in_a_browser_uploads_a_pdf_and_answers_with_thumbnails(server, sam
         body = _wait_for(driver, 'I received 2 page image(s)')
         assert 'Indexed hydra_pump_manual.pdf: 3 pages added' in body
         assert body.count('hydra_pump_manual.pdf, p. ') >= 2
-        thumbs = [i for i in driver.find_elements(By.CSS_SELECTOR, 'img')
-                  if (i.get_attribute('src') or '').startswith('data:image/jpeg;base64')]
-        assert len(thumbs) == 2 and all(i.size['width'] > 50 for i in thumbs)
+        # English controls (WebModule's own are Chinese)
+        assert all(label in body for label in ('Use context', 'Stream output', 'New session')), body[:500]
+        assert '使用上下文' not in body
+        # each cited page: a compact thumbnail and the matched area; the full page (with its map) on click
+        sources = driver.find_elements(By.CSS_SELECTOR, 'details.lazyllm-colpali-source')
+        assert len(sources) == 2
+        shown = [i for i in driver.find_elements(By.CSS_SELECTOR, 'img')
+                 if (i.get_attribute('src') or '').startswith('data:image/jpeg;base64') and i.is_displayed()]
+        assert len(shown) == 4 and all(20 < i.size['height'] <= 130 for i in shown), [i.size for i in shown]
+        full = sources[0].find_elements(By.CSS_SELECTOR, 'img')[-1]
+        assert not full.is_displayed()
         # the path the question smuggled in (echoed back by the model) was not turned into an image
         assert not [i for i in driver.find_elements(By.CSS_SELECTOR, 'img')
                     if (i.get_attribute('src') or '').startswith('data:image/png')]
@@ -146,6 +155,15 @@ def test_chat_in_a_browser_uploads_a_pdf_and_answers_with_thumbnails(server, sam
         driver.execute_script('arguments[0].scrollIntoView({block: "start"});', answer)
         time.sleep(0.5)
         driver.save_screenshot(str(ARTIFACTS / 'chat_answer_text.png'))
+        sources[0].find_element(By.TAG_NAME, 'summary').click()
+        for _ in range(20):
+            if full.is_displayed() and full.size['width'] > 300:
+                break
+            time.sleep(0.25)
+        assert full.is_displayed() and full.size['width'] > 300, full.size
+        driver.execute_script('arguments[0].scrollIntoView({block: "start"});', sources[0])
+        time.sleep(0.5)
+        driver.save_screenshot(str(ARTIFACTS / 'chat_source_opened_with_map.png'))
     finally:
         driver.quit()
     with Image.open(ARTIFACTS / 'chat_answer_with_thumbnails.png') as shot:

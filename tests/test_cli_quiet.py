@@ -11,7 +11,13 @@ NOISE = ('Traceback', 'AllocTimestamp', 'NotImplementedError', 'INFO', 'Loading 
          'FastPlaid', 'faiss')
 
 
+# what the CLI's quiet_environment() sets: a test that ran main() in this process must not decide for the child
+_CLI_SETTINGS = ('LAZYLLM_LOG_LEVEL', 'LAZYLLM_COLPALI_VERBOSE', 'TRANSFORMERS_VERBOSITY', 'HF_HUB_DISABLE_PROGRESS_BARS',
+                 'DISABLE_TQDM')
+
+
 def run(*args, env=None, timeout=300):
+    env = env or {k: v for k, v in os.environ.items() if k not in _CLI_SETTINGS}
     return subprocess.run([sys.executable, '-m', 'lazyllm_colpali.cli', *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env)
 

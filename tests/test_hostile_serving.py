@@ -229,10 +229,12 @@ def test_chat_shows_hostile_names_and_model_output_as_text_and_only_page_thumbna
         shown = str(state[-1]['content'])
         assert 'hunter2' not in shown and secret not in shown
     assert only_our_images(final)
+    # each of the 3 cited pages: thumbnail, matched area, full page with its map (shown on click): JPEG bytes only
+    assert final.count('<details class="lazyllm-colpali-source">') == 3
     thumbs = re.findall(r'data:image/jpeg;base64,([A-Za-z0-9+/=]+)', final)
-    assert len(thumbs) == 3 and all(base64.b64decode(t)[:2] == b'\xff\xd8' for t in thumbs)   # JPEG page thumbnails
+    assert len(thumbs) == 9 and all(base64.b64decode(t)[:2] == b'\xff\xd8' for t in thumbs)
     html = _rendered_html(final)
-    assert [(tag, a.get('src', '')[:23]) for tag, a in _active_parts(html)] == [('img', 'data:image/jpeg;base64,')] * 3
+    assert [(tag, a.get('src', '')[:23]) for tag, a in _active_parts(html)] == [('img', 'data:image/jpeg;base64,')] * 9
     for name in HOSTILE_NAMES[:3]:
         assert name in _text_of(html)                                  # shown as written, not as markup
     assert 'javascript:alert(1)' in _text_of(html) and '<lazyllm-query>' not in final

@@ -35,7 +35,7 @@ def test_visual_rag_flow_hands_page_images_to_the_model(doc):
         return f'I saw {len(seen["files"])} pages.'
 
     answer = build_visual_rag(doc, llm=vlm, topk=2)('What does the warranty cover?')
-    assert answer.startswith('I saw 2 pages.') and '**Sources**' in answer
+    assert answer.startswith('I saw 2 pages.\n\nSources\n1. ') and '**' not in answer
     assert len(seen['files']) == 2 and all(Path(f).is_file() for f in seen['files'])
     assert 'What does the warranty cover?' in seen['query'] and '[file, p. N]' in seen['query']
 

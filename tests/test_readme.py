@@ -53,7 +53,10 @@ def test_readme_snippet_runs_verbatim(user_folder, number):
     if 'build_search(text)' in SNIPPETS[number]:
         assert '1. annual report.pdf, p. 1' in out.stdout, out.stdout
     if 'build_rag' in SNIPPETS[number]:
-        # an answer citing pages, then sources; model text arrives entity-escaped (safe Markdown: see
-        # serving/escape.py), so it renders as written
-        import html
-        assert '[annual report.pdf, p. 1]' in html.unescape(out.stdout) and 'p. ' in out.stdout, out.stdout
+        # an answer citing pages, then sources, as plain text (escaping belongs to the chat that renders it)
+        assert '[annual report.pdf, p. 1]' in out.stdout and '&#' not in out.stdout, out.stdout
+        assert '\nSources\n1. ' in out.stdout, out.stdout
+    if '.explain(' in SNIPPETS[number]:
+        from PIL import Image
+        with Image.open(root / 'match.png') as image:
+            assert image.size[0] > 100

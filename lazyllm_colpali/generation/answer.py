@@ -131,9 +131,32 @@ class PageAnswerer(ModuleBase):
         return Answer(query, text, hits, images)
 
 
+def source_line(hit: SearchHit) -> str:
+    """``file, p. N (score s)`` as plain text."""
+    return f'{hit.file_name}, p. {int(hit.page)} (score {hit.score:.2f})' if hit.page else \
+        f'{hit.file_name} (score {hit.score:.2f})'
+
+
+def answer_text_with_sources(answer: Answer) -> str:
+    """The answer as plain text (what Python, the CLI and JSON get): the model's text as it wrote it, then the
+    numbered sources. Nothing is escaped: escape where it is shown as Markdown/HTML (:func:`answer_markdown`).
+
+    >>> hit = SearchHit('p', 'd', '/x/a.pdf', 'a.pdf', 3, 1.5, '')
+    >>> print(answer_text_with_sources(Answer('q', 'Revenue rose [a.pdf, p. 3] ("strongly").', [hit])))
+    Revenue rose [a.pdf, p. 3] ("strongly").
+    <BLANKLINE>
+    Sources
+    1. a.pdf, p. 3 (score 1.50)
+    """
+    lines = [answer.text, '', 'Sources'] if answer.hits else [answer.text]
+    lines += [f'{i}. {source_line(h)}' for i, h in enumerate(answer.hits, 1)]
+    return '\n'.join(lines)
+
+
 def answer_markdown(answer: Answer, thumbnails: Optional[List[Optional[str]]] = None) -> str:
     """The answer as Markdown: model text and file names made inert, then numbered sources, each followed by
-    its thumbnail line if given (Markdown made by :func:`lazyllm_colpali.serving.escape.page_image_markdown`)."""
+    its thumbnail line if given (trusted Markdown; the chat renders its own sources, see
+    :mod:`lazyllm_colpali.serving.chat_view`)."""
     lines = [sanitize_markdown(answer.text), '', '**Sources**']
     for i, hit in enumerate(answer.hits, 1):
         lines.append(f'{i}. {markdown_text(hit.file_name, inline=True)}, p. {int(hit.page)} (score {hit.score:.2f})')

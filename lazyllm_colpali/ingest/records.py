@@ -51,6 +51,9 @@ class PageRecord:
     metadata: Dict[str, Any] = field(default_factory=dict)
     image_key: str = ''           # where the page image lives in the collection's image store
     content_sha: str = ''         # sha256 of the source file, to re-render a lost image from the right file
+    # pages stored with token pooling: the stored row each encoder token was pooled into (kept by the store
+    # apart from the row, read only to explain a match); None for pages stored as encoded
+    token_groups: Optional[Any] = field(default=None, repr=False)
 
 
 @dataclass

@@ -125,6 +125,13 @@ class ColPaliRetriever(ModuleBase):
                topk: Optional[int] = None) -> List[SearchHit]:
         return self.doc.index.search(query, topk or self.topk, filters if filters is not None else self.filters)
 
+    def explain(self, query: str, page: Union[str, SearchHit, DocNode]):
+        """Where a page (id, hit or node from this retriever) matched ``query``: a
+        :class:`~lazyllm_colpali.retrieve.explain.PageExplanation` (per-token maps, ``overlay()``, ``region()``)."""
+        if isinstance(page, DocNode):
+            page = page.metadata.get('page_id') or page._uid
+        return self.doc.index.explain(query, page)
+
     def forward(self, query: str, filters: Optional[Dict[str, Any]] = None, *, topk: Optional[int] = None, **kw):
         return format_nodes([hit_to_node(h) for h in self.search(query, filters, topk=topk)],
                             self.output_format, self.join)

@@ -6,13 +6,13 @@ import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image
 
 from ..errors import ModelNotFoundError, UnsupportedModelError
-from ..logging import LOG
+from ..logging import LOG, quiet_transformers
 from .adapters import adapter_base, is_adapter_folder, load_adapted_model
 from .families import Family, detect_family, get_family
 from .loading import how_to_fix, resolve_model
@@ -102,13 +102,14 @@ class ColPaliEncoder:
         LOG.info(f'Loading {family.model_class} from {source} on {self.device} ({self.dtype})')
         try:
             model_class = getattr(cm, family.model_class)
-            if is_adapter_folder(source):   # a fine-tuned LoRA adapter: its base, then the adapter merged in
-                base_source, base_local = resolve_model(adapter_base(source))
-                model = load_adapted_model(model_class, base_source, source,
-                                           **dict(kwargs, local_files_only=base_local))
-            else:
-                model = model_class.from_pretrained(source, **kwargs)
-            processor = load_processor(family, source, local_only)
+            with quiet_transformers():   # no "Loading weights" bar in a library call (LAZYLLM_COLPALI_VERBOSE=1)
+                if is_adapter_folder(source):   # a fine-tuned LoRA adapter: its base, then the adapter merged in
+                    base_source, base_local = resolve_model(adapter_base(source))
+                    model = load_adapted_model(model_class, base_source, source,
+                                               **dict(kwargs, local_files_only=base_local))
+                else:
+                    model = model_class.from_pretrained(source, **kwargs)
+                processor = load_processor(family, source, local_only)
         except (OSError, ValueError) as e:
             first_line = str(e).splitlines()[0] if str(e) else ''
             raise ModelNotFoundError(f'model {self.model_name!r} could not be loaded as {family.model_class} '
@@ -150,13 +151,25 @@ class ColPaliEncoder:
 
     # -- encoding --------------------------------------------------------------------------------------
     def encode_images(self, images: Sequence[Image.Image]) -> List[torch.Tensor]:
-        out = self._encode(list(images), self.processor.process_images, self.batch_size)
-        if self.pool_factor > 1:
-            from colpali_engine.compression.token_pooling import HierarchicalTokenPooler
+        return self.encode_images_grouped(images)[0]
 
-            out = HierarchicalTokenPooler().pool_embeddings(out, pool_factor=self.pool_factor)
-            out = [t.float().contiguous() for t in out]
-        return out
+    def encode_images_grouped(self, images: Sequence[Image.Image]) -> Tuple[List[torch.Tensor],
+                                                                           List[Optional[torch.Tensor]]]:
+        """Page vectors and, with ``pool_factor > 1``, each page's token groups: for every token the encoder
+        emitted, the row of the pooled vectors it was pooled into (what maps pooled vectors back to the patches
+        they cover, see :mod:`lazyllm_colpali.retrieve.explain`); None for pages stored as encoded."""
+        out = self._encode(list(images), self.processor.process_images, self.batch_size)
+        if self.pool_factor <= 1:
+            return out, [None] * len(out)
+        from colpali_engine.compression.token_pooling import HierarchicalTokenPooler
+
+        pooled = HierarchicalTokenPooler().pool_embeddings(out, pool_factor=self.pool_factor, return_dict=True)
+        vectors = [t.float().contiguous() for t in pooled.pooled_embeddings]
+        groups = [pooled_rows(clusters, len(tokens)) for clusters, tokens in zip(pooled.cluster_id_to_indices, out)]
+        for v, g in zip(vectors, groups):
+            if int(g.max()) + 1 != len(v):
+                raise RuntimeError(f'token pooling gave {len(v)} vectors but {int(g.max()) + 1} groups')
+        return vectors, groups
 
     def encode_queries(self, queries: Sequence[str]) -> List[torch.Tensor]:
         queries = list(queries)
@@ -181,6 +194,10 @@ class ColPaliEncoder:
         results: List[torch.Tensor] = []
         for start in range(0, len(items), batch_size):
             batch = process(items[start:start + batch_size]).to(self.device)
+            if self._family.name == 'colpali' and 'token_type_ids' not in batch:
+                # PaliGemma warns when a prompt comes without token types, then treats every token as prefix
+                # (bidirectional attention): zeros say exactly that, so the embeddings are the same, unwarned.
+                batch['token_type_ids'] = torch.zeros_like(batch['input_ids'])
             with torch.inference_mode():
                 embeddings = model(**batch)
             mask = batch['attention_mask'].bool()
@@ -217,6 +234,21 @@ def load_processor(family: Family, source: str, local_only: bool = True):
         base_source, local_only = resolve_model(adapter_base(source))
         return processor_class.from_pretrained(base_source, local_files_only=local_only)
     return processor_class.from_pretrained(source, local_files_only=local_only)
+
+
+def pooled_rows(cluster_id_to_indices: Dict[int, tuple], n_tokens: int) -> torch.Tensor:
+    """Token -> pooled row, from colpali-engine's ``cluster_id_to_indices``: its pooler appends one vector per
+    non-empty cluster in cluster-id order, so the k-th non-empty cluster is row k."""
+    rows = torch.full((n_tokens,), -1, dtype=torch.int64)
+    row = 0
+    for cluster_id in sorted(cluster_id_to_indices):
+        indices = cluster_id_to_indices[cluster_id][0]
+        if indices.numel():
+            rows[indices] = row
+            row += 1
+    if bool((rows < 0).any()):
+        raise RuntimeError('token pooling left tokens outside every cluster')
+    return rows
 
 
 def quantize_language_tower(model: torch.nn.Module) -> torch.nn.Module:

@@ -180,8 +180,11 @@ def build_tiny_model(family: str, out_dir: str | os.PathLike, seed: int = 0) -> 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model, processor = _BUILDERS[family]()
-    model.save_pretrained(out)  # safetensors
-    processor.save_pretrained(out)
+    from ..logging import quiet_transformers
+
+    with quiet_transformers():   # no "Writing model shards" bar in a library call
+        model.save_pretrained(out)  # safetensors
+        processor.save_pretrained(out)
     return out
 
 

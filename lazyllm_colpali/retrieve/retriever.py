@@ -202,6 +202,12 @@ class MaxSimRetriever:
             return None
         return [position[p] for p in chosen if p in position]
 
+    def page_vectors(self, page_id: str) -> Optional[torch.Tensor]:
+        """One page's stored vectors from the same view searches score (None if the page is not there)."""
+        source, _, position = self._collection()
+        i = position.get(page_id)
+        return None if i is None else source.page(i)
+
     def search_vectors(self, query: torch.Tensor, topk_: int = 5, filters: Filters = None) -> List[SearchHit]:
         if query.ndim != 2 or query.shape[0] == 0:
             raise EmptyQueryError('the query produced no vectors; give a non-empty query')

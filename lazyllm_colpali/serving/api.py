@@ -4,6 +4,8 @@
                    -> {"hits": [{"file_name", "page", "score", "page_id", ...}], "ms": 12.3, "pages": 1234}
                    (``hops`` > 1: multi-hop retrieval; each hit's metadata says its hop and bridge, and the
                    answer adds "searches" and "trace": the bridges and new pages of every hop)
+    POST /explain  {"query": "...", "page_id": "..."} -> PNG heat map of where it matched ("format": "json": the
+                   grid; see serving/explain_api.py)
     POST /index    {"paths": ["/data/pdfs/new"]} -> {"job": "1"}   (only under --allow-root folders; queued)
     GET  /jobs/ID  -> {"state": "queued" | "running" | "done" | "failed" | "cancelled", "done": 3, "total": 9,
                        "report": {...}}
@@ -304,6 +306,9 @@ def create_app(index: ColPaliIndex, *, allow_roots: Sequence[Union[str, Path]] =
             raise HTTPException(status_code=400, detail=str(e))
         return {'hits': [h.to_dict() for h in hits], 'ms': (time.perf_counter() - start) * 1000,
                 'pages': len(index.store.packed()), **extra}
+
+    from .explain_api import add_explain_route
+    add_explain_route(app, index)   # POST /explain: where a page matched (serving/explain_api.py)
 
     @app.post('/index')
     def start_index(request: IndexRequest) -> Dict[str, str]:

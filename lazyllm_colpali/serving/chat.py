@@ -20,27 +20,27 @@ from typing import Callable, List, Optional
 from lazyllm.module import ModuleBase
 
 from ..errors import ColPaliError
-from ..generation.answer import Answer, AnswerSettings, PageAnswerer, VLMUnavailableError, answer_markdown
+from ..generation.answer import Answer, AnswerSettings, PageAnswerer, VLMUnavailableError
 from ..ingest.sources import SUPPORTED_SUFFIXES
 from ..lazyllm_glue.components import ColPaliDocument
 from ..logging import LOG
 from .chat_feedback import ChatFeedback
-from .escape import markdown_text, only_our_images, page_image_markdown
+from .chat_view import render_answer, source_views
+from .escape import markdown_text, only_our_images
+from .i18n import localize_webmodule, pick_lang, text
 from .ingest_worker import IngestBusyError, IngestJob, IngestWorker
 
-NO_INDEX = ('No documents are indexed yet. Attach PDFs to a message here (they are indexed right away), or run '
-            '`lazyllm-colpali index FOLDER` with the same --db and restart.')
-NO_VLM = ('*(No VLM configured, so here are the best pages. Start `lazyllm-colpali serve` with --vlm-url and '
-          '--vlm-model to get written answers.)*')
+NO_INDEX = text('no_index')
+NO_VLM = text('no_vlm')
 
 
-def _stream(text: str) -> None:
+def _stream(message: str) -> None:
     """Show progress in the chat bubble while the module works (WebModule drains this queue)."""
     try:
         from lazyllm import FileSystemQueue
-        FileSystemQueue().enqueue(text)
+        FileSystemQueue().enqueue(message)
     except Exception:   # outside a WebModule session there is nobody to show it to
-        LOG.info(text.strip())
+        LOG.info(message.strip())
 
 
 def _guarded(markdown: str) -> str:
@@ -62,18 +62,22 @@ class VisualChat(ModuleBase):
     before answering from the pages stored so far; indexing goes on in the background either way.
     ``upload_dirs``: where attached files may come from (the web UI's upload folder); a message can name
     files itself in LazyLLM's file envelope, so anything else is refused. None: any path (library use).
+    ``lang``: ``en`` or ``zh`` (default: the locale). ``explain``: show each cited page's matched area (from
+    its similarity map, :mod:`lazyllm_colpali.retrieve.explain`). ``feedback``: a 👍/👎 pair per cited page,
+    stored like the API's ``POST /feedback`` (:mod:`lazyllm_colpali.serving.chat_feedback`).
     """
 
     def __init__(self, doc: ColPaliDocument, llm: Optional[Callable] = None, *, topk: int = 5,
-                 settings: Optional[AnswerSettings] = None, thumbnail_side: int = 360, max_pending: int = 8,
-                 follow_seconds: float = 600.0, upload_dirs: Optional[List[Path]] = None, return_trace: bool = False,
-                 feedback: bool = True):
+                 settings: Optional[AnswerSettings] = None, max_pending: int = 8,
+                 follow_seconds: float = 600.0, upload_dirs: Optional[List[Path]] = None, lang: Optional[str] = None,
+                 explain: bool = True, feedback: bool = True, return_trace: bool = False):
         super().__init__(return_trace=return_trace)
         self.doc = doc
         self.llm = llm
         self.topk = topk
         self.settings = settings or AnswerSettings()
-        self.thumbnail_side = thumbnail_side
+        self.lang = pick_lang(lang)
+        self.explain = explain
         self.follow_seconds = follow_seconds
         self.upload_dirs = [Path(d).resolve() for d in upload_dirs] if upload_dirs is not None else None
         self.answerer = PageAnswerer(llm, self.settings) if llm is not None else None
@@ -88,14 +92,14 @@ class VisualChat(ModuleBase):
             decoded = decode_query_with_filepaths(message)
         except ValueError:   # typed text that merely starts like LazyLLM's file envelope
             decoded = message
-        text, files = (decoded.get('query'), decoded.get('files')) if isinstance(decoded, dict) else (decoded, [])
-        text = text if isinstance(text, str) else ''
+        query, files = (decoded.get('query'), decoded.get('files')) if isinstance(decoded, dict) else (decoded, [])
+        query = query if isinstance(query, str) else ''
         files = [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
         try:
             notes = self._ingest(files) if files else self._background_note()
-            if not text.strip():
-                return _guarded('\n\n'.join(notes)) or 'Ask a question about your documents.'
-            return _guarded('\n\n'.join([*notes, self.respond(text)]))
+            if not query.strip():
+                return _guarded('\n\n'.join(notes)) or text('ask', self.lang)
+            return _guarded('\n\n'.join([*notes, self.respond(query)]))
         except ColPaliError as e:
             return f'**Error:** {markdown_text(e)}'
 
@@ -146,31 +150,28 @@ class VisualChat(ModuleBase):
         notes.extend(f'Skipped {_name(f.path)}: {markdown_text(f.reason, inline=True)}' for f in report.failures)
         return notes
 
-    def thumbnails(self, answer: Answer) -> List[Optional[str]]:
-        """One embedded thumbnail per cited page, looked up by (doc_id, page_id) in the page store."""
-        images = self.doc.index.store.images
-        return [page_image_markdown(images, h.doc_id, h.page_id, self.thumbnail_side, f'page {int(h.page)}')
-                for h in answer.hits]
+    def render(self, answer: Answer, note: str = '') -> str:
+        """The chat message for an answer: ``note`` (ours), the model's text escaped, one block per cited page
+        (:func:`~lazyllm_colpali.serving.chat_view.render_source`: thumbnail, matched area, full page on click)."""
+        index = self.doc.index
+        explain = (lambda hit: index.explain(answer.query, hit)) if self.explain else None
+        message = render_answer(answer, source_views(answer, index.store.images, explain), self.lang, note)
+        return message + self.feedback.markdown(answer.query, answer.hits, self.lang) if self.feedback else message
 
     def respond(self, query: str) -> str:
         index = self.doc.index
         if index.store.count() == 0:
-            return NO_INDEX
+            return text('no_index', self.lang)
         hits = index.search(query, self.topk)
         if not hits:
-            return 'No indexed page matches this question.'
+            return text('no_match', self.lang)
         if self.answerer is None:
-            answer = Answer(query, '', hits[:self.settings.pages])
-            return NO_VLM + answer_markdown(answer, self.thumbnails(answer)) + self._feedback(answer)
+            return self.render(Answer(query, '', hits[:self.settings.pages]), note=text('no_vlm', self.lang))
         try:
             answer = self.answerer.answer(hits, query)
         except VLMUnavailableError as e:
-            answer = Answer(query, f'The answer model is unavailable: {e}\n\nThe best pages are below.',
-                            hits[:self.settings.pages])
-        return answer_markdown(answer, self.thumbnails(answer)) + self._feedback(answer)
-
-    def _feedback(self, answer: Answer) -> str:
-        return self.feedback.markdown(answer.query, answer.hits) if self.feedback else ''
+            answer = Answer(query, text('vlm_down', self.lang, error=e), hits[:self.settings.pages])
+        return self.render(answer)
 
     def close(self, timeout: float = 10.0) -> bool:
         """Stop indexing (the running upload keeps the pages stored so far); True if the writer ended."""
@@ -199,7 +200,7 @@ class ChatServer:
     """
 
     def __init__(self, chat: VisualChat, *, host: str = '127.0.0.1', port: Optional[int] = None,
-                 title: str = 'lazyllm-colpali: chat with your documents', concurrency: int = 16):
+                 title: Optional[str] = None, concurrency: int = 16):
         from lazyllm.tools.webpages.webmodule import WebModule
 
         from ..settings import data_home
@@ -212,8 +213,9 @@ class ChatServer:
         self.chat, self.host, self.port, self.concurrency = chat, host, port, concurrency
         self.url: Optional[str] = None
         handlers = _signal_handlers()
-        self.web = WebModule(chat, port=port, stream=True, encode_files=True, title=title)
+        self.web = WebModule(chat, port=port, stream=True, encode_files=True, title=title or text('ui_title', chat.lang))
         _restore_signal_handlers(handlers)   # WebModule installs SIGINT/SIGTERM handlers that sys.exit(0)
+        localize_webmodule(self.web.demo, chat.lang)   # its controls are labelled in Chinese only
         self._stopped = threading.Event()
 
     def pick_port(self) -> int:

@@ -17,6 +17,7 @@ from starlette.requests import Request   # module level: FastAPI resolves the en
 
 from ..logging import LOG
 from ..training.feedback import FeedbackError, FeedbackStore
+from .i18n import text
 
 ROUTE = '/colpali/feedback'
 ANCHOR = '#colpali-feedback'
@@ -65,7 +66,7 @@ class ChatFeedback:
                 self._tokens.popitem(last=False)
         return token
 
-    def markdown(self, query: str, hits: List[Any]) -> str:
+    def markdown(self, query: str, hits: List[Any], lang: str = 'en') -> str:
         """One line of 👍/👎 links, numbered like the answer's sources ('' without sources)."""
         if not hits:
             return ''
@@ -73,7 +74,7 @@ class ChatFeedback:
         for number, hit in enumerate(hits, 1):
             token = self._token(query, hit.page_id)
             items.append(f'{number}. [👍]({ANCHOR}/{token}/1) [👎]({ANCHOR}/{token}/0)')
-        return '\n\n*Was a source useful?* ' + ' &nbsp; '.join(items)
+        return f'\n\n*{text("feedback_ask", lang)}* ' + ' &nbsp; '.join(items)
 
     def record(self, token: str, useful: bool) -> Dict[str, Any]:
         from .feedback_api import record_feedback

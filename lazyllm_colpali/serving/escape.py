@@ -6,8 +6,8 @@ package did not write - file names, upload names, page text, model output, error
 able to open an image, link, HTML tag, code span, math block or escape. :func:`markdown_text` entity-encodes
 every character that could (entities render as the character but never act as syntax), drops control and
 bidirectional-override characters, and folds line breaks where the text sits inside one line.
-Images reach the chat only through :func:`page_image_markdown`: the bytes of a page thumbnail looked up by
-its page key in the collection's own image store, embedded as a ``data:`` URI, so WebModule reads no path.
+Images reach the chat only through :mod:`lazyllm_colpali.serving.chat_view`: the bytes of a page looked up
+by its page key in the collection's own image store, embedded as ``data:`` URIs, so WebModule reads no path.
 
     >>> markdown_text('b](.env) uploaded.pdf')
     'b&#93;&#40;.env&#41; uploaded.pdf'
@@ -20,10 +20,8 @@ its page key in the collection's own image store, embedded as a ``data:`` URI, s
 """
 from __future__ import annotations
 
-import base64
 import re
 import unicodedata
-from typing import Optional
 
 # Characters that open Markdown/HTML constructs (links, images, tags, entities, code, math, escapes) or end
 # an HTML attribute. ``*``, ``_``, ``#``, ``|`` and ``-`` only format text and stay, so answers keep lists.
@@ -63,18 +61,15 @@ def terminal_text(text: object) -> str:
                    for ch in text)
 
 
-def page_image_markdown(images, doc_id: str, page_id: str, max_side: int, label: str) -> Optional[str]:
-    """``![label](data:image/jpeg;base64,...)`` for one stored page, found by its key in the collection's
-    :class:`~lazyllm_colpali.store.image_store.PageImageStore` (``None`` if the page has no image there)."""
-    thumb = images.thumbnail(doc_id, page_id, max_side)
-    safe = images.resolve(thumb) if thumb else None   # never a file outside the page store
-    if safe is None:
-        return None
-    data = base64.b64encode(safe.read_bytes()).decode('ascii')
-    return f'![{markdown_text(label, inline=True)}](data:image/jpeg;base64,{data})'
-
-
 def only_our_images(markdown: str) -> bool:
-    """True when every image WebModule would inline is an embedded JPEG (what :func:`page_image_markdown`
-    writes), i.e. no path or URL of anyone else's choosing."""
-    return all(url.startswith('data:image/jpeg;base64,') for url in WEBMODULE_IMAGE.findall(markdown))
+    """True when every image the chat would show is an embedded JPEG (what
+    :mod:`lazyllm_colpali.serving.chat_view` writes): no path or URL of anyone else's choosing, neither as a
+    Markdown image (which WebModule inlines) nor as an HTML ``<img>`` (escaped text never makes one).
+
+    >>> only_our_images('<img src="data:image/jpeg;base64,AAAA" alt="p. 1">'), only_our_images('<img src=/etc/x>')
+    (True, False)
+    """
+    if not all(url.startswith('data:image/jpeg;base64,') for url in WEBMODULE_IMAGE.findall(markdown)):
+        return False
+    ours = re.findall(r'<img src="data:image/jpeg;base64,[A-Za-z0-9+/=]*"', markdown)
+    return len(re.findall(r'<img\b', markdown, re.IGNORECASE)) == len(ours)

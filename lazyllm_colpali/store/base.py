@@ -49,6 +49,11 @@ class MultiVectorStore(ABC):
     @abstractmethod
     def documents(self) -> List[Dict[str, Any]]: ...
 
+    def token_groups(self, page_id: str) -> Optional[torch.Tensor]:
+        """A page stored with token pooling: the stored row of each token the encoder emitted (see
+        :attr:`PageRecord.token_groups`); None for a page stored as encoded (the default: no pooling)."""
+        return None
+
     @abstractmethod
     def count(self) -> int: ...
 

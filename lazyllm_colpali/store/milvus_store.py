@@ -13,6 +13,7 @@ Two modes, one code path:
 """
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -370,8 +371,9 @@ class MilvusMultiVectorStore(MultiVectorStore):
                 array = vectors.detach().to('cpu', torch.float32).numpy().astype(np.float16)
                 vectors16.append(array)
                 rows.append(self._row(record, vectors, array))
-            # Commit order: images, vectors (Milvus for a server, then the local file), then the page row that
-            # makes the page visible, then the change token other machines watch.
+            # Commit order: images, token groups of pooled pages, vectors (Milvus for a server, then the local
+            # file), then the page row that makes the page visible, then the change token other machines watch.
+            self._put_token_groups([r for r, _, _ in items if r.token_groups is not None])
             if self.layout is not None:
                 self.layout.write([(r.page_id, r.doc_id, a) for (r, _, _), a in zip(items, vectors16)])
             self.vectors.put([(r.page_id, r.doc_id, v) for r, v, _ in items])
@@ -388,19 +390,50 @@ class MilvusMultiVectorStore(MultiVectorStore):
             row.update(NativeStruct.row_fields(array))
         return row
 
+    # -- token groups of pooled pages -------------------------------------------------------------------
+    # A page stored with token pooling keeps, for each token the encoder emitted, the pooled row it went into:
+    # what maps pooled vectors back to the patches they cover (similarity maps). One meta row per page, so
+    # it lives in Milvus beside everything else of the collection and costs the search path nothing.
+    _GROUPS = 'tokens:'
+
+    def _put_token_groups(self, records: Sequence[PageRecord]) -> None:
+        if not records:
+            return
+        rows = []
+        for record in records:
+            groups = np.asarray(torch.as_tensor(record.token_groups).cpu(), dtype=np.int64)
+            dtype = 'uint16' if groups.max() < 1 << 16 else 'int32'
+            data = base64.b64encode(groups.astype('<u2' if dtype == 'uint16' else '<i4').tobytes()).decode('ascii')
+            rows.append({'key': self._GROUPS + record.page_id, 'v': [1.0, 0.0],
+                         'value': {'dtype': dtype, 'rows': data}})
+        self._call('upsert token groups', self._client.upsert, self._meta_name, rows)
+
+    def token_groups(self, page_id: str) -> Optional[torch.Tensor]:
+        """For a page stored with token pooling, the stored row of each token the encoder emitted (int64);
+        None for a page stored as encoded."""
+        value = self.get_meta(self._GROUPS + page_id, fast=True)
+        if not value:
+            return None
+        raw = np.frombuffer(base64.b64decode(value['rows']), dtype='<u2' if value['dtype'] == 'uint16' else '<i4')
+        return torch.from_numpy(raw.astype(np.int64))
+
     def delete_docs(self, doc_ids: Sequence[str]) -> int:
         ids = list(doc_ids)
         if not ids:
             return 0
         with self._lock:
             expr = filter_expression({'doc_id': ids})
-            n = len(query_all(self._client, self._call, self.collection, expr, ['page_id']))
+            pages = [r['page_id'] for r in query_all(self._client, self._call, self.collection, expr, ['page_id'])]
+            n = len(pages)
             # Make pages invisible first; leftovers of a crash here are unreferenced, not wrong (check reclaims).
             self._call('delete', self._client.delete, self.collection, filter=expr)
             if self.layout is not None:
                 self.layout.delete_docs(ids)
             self.vectors.delete_docs(ids)
             self.images.delete_docs(ids)
+            if pages:
+                self._call('delete token groups', self._client.delete, self._meta_name,
+                           ids=[self._GROUPS + p for p in pages])
             self._bump()
             return n
 

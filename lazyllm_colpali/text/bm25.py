@@ -23,6 +23,9 @@ def _tokenizer(language: str) -> Tuple[Callable[[str], str], object, object]:
     """``(pre-tokenizer, stopwords, stemmer)`` exactly as ``lazyllm.tools.rag.component.bm25.BM25`` sets them."""
     if language == 'zh':
         import jieba
+
+        from .._compat import import_lazyllm_rag
+        import_lazyllm_rag()
         from lazyllm.tools.rag.component.stopwords import STOPWORDS_CHINESE
 
         jieba.setLogLevel(60)   # jieba prints its dictionary loading to stderr otherwise

@@ -103,7 +103,10 @@ class OcrExtractor(TextExtractor):
         self.max_side = max_side
         self.min_confidence = min_confidence
         # rapidocr settings (dotted config keys), e.g. {'Det.limit_type': 'max', 'Det.limit_side_len': 960}.
-        self.params = {**self.DEFAULT_PARAMS, **(params or {})}
+        # Its own logger prints model paths at INFO as each engine starts: only with LAZYLLM_COLPALI_VERBOSE.
+        from ..logging import verbose
+        self.params = {**self.DEFAULT_PARAMS, 'Global.log_level': 'info' if verbose() else 'warning',
+                       **(params or {})}
 
     def engine(self):
         """One rapidocr engine per distinct ``params`` in the process (loading the models takes seconds)."""
@@ -111,10 +114,7 @@ class OcrExtractor(TextExtractor):
         with self._engine_lock:
             if key not in self._engines:
                 try:
-                    import logging
-
                     from rapidocr import RapidOCR
-                    logging.getLogger('RapidOCR').setLevel(logging.WARNING)
                 except ImportError as e:
                     raise ExtractorUnavailableError(
                         'OCR needs rapidocr and onnxruntime: pip install "rapidocr>=3.10,<4" onnxruntime '

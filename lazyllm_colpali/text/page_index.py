@@ -138,6 +138,8 @@ class PageTextIndex:
             ids = self.store.all_ids()
             texts = [self.store.path_of(pid).read_text(encoding='utf-8') for pid in ids]
             return PageBM25(texts, ids, language='zh' if similarity == 'bm25_chinese' else 'en')
+        from .._compat import import_lazyllm_rag
+        import_lazyllm_rag()
         from lazyllm import Document, Retriever
 
         # Each build is its own Document: LazyLLM's map store reads its files once, at first use. LazyLLM skips
