@@ -7,6 +7,10 @@ layer alone, BM25: the plain text-RAG baseline), ``ocr`` (OCR on every page),
 ``hybrid`` (reciprocal rank fusion of the visual arm with the text arms that ran). Each arm reports ranx
 metrics, query latency p50/p95, indexing seconds per page and bytes per page. An arm that cannot run here
 (no model, no VLM, no MinerU) is reported with its reason instead of stopping the others.
+
+Arm hooks (``arm_hooks``) run after each arm has answered every query, while its index and page images still
+exist: they see the arm's top-k hits per query (``ArmResult.hits``) and add metric groups to its row
+(``ArmResult.metric_groups``, e.g. answer-level metrics from :mod:`.answering`).
 """
 from __future__ import annotations
 
@@ -37,7 +41,12 @@ class ArmResult:
     pages: int = 0
     error: Optional[str] = None
     note: str = ''
+    # more metrics per row, by group (``{'answers': {'em': 0.8, ...}}``): values in [0, 1] are tabled and
+    # charted; keys starting with ``n_`` are counts (JSON only)
+    metric_groups: Dict[str, Dict[str, float]] = field(default_factory=dict)
     run: Dict[str, Dict[str, float]] = field(default_factory=dict, repr=False)
+    hits: Dict[str, List[Any]] = field(default_factory=dict, repr=False)      # query id -> top-k SearchHits
+    details: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict, repr=False)  # per-query records
 
 
 @dataclass
@@ -49,11 +58,13 @@ class EvalReport:
     model: str
     arms: List[ArmResult]
     metrics: Sequence[str] = DEFAULT_METRICS
+    notes: List[str] = field(default_factory=list)   # lines printed under the table
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
         for arm in data['arms']:
-            arm.pop('run', None)
+            for bulky in ('run', 'hits', 'details'):
+                arm.pop(bulky, None)
         return data
 
 
@@ -95,7 +106,8 @@ def _storage(arm: _Arm) -> int:
 def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: int = 10,
              model: str = 'tiny:colpali', device: str = 'cpu', vlm: Optional[Callable] = None,
              workdir: Optional[str | Path] = None, hybrid_weights: Optional[Dict[str, float]] = None,
-             rrf_k: int = 60, metrics: Sequence[str] = DEFAULT_METRICS) -> EvalReport:
+             rrf_k: int = 60, metrics: Sequence[str] = DEFAULT_METRICS,
+             arm_hooks: Sequence[Callable[[ArmResult, EvalDataset, Path], None]] = ()) -> EvalReport:
     unknown = [a for a in arms if a not in ALL_ARMS]
     if unknown:
         raise ValueError(f'unknown arms {unknown}; choose from {", ".join(ALL_ARMS)}')
@@ -122,16 +134,28 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
             _index_arm(arm, dataset, result, stats)
             n_pages = max(n_pages, result.pages)
             _query_arm(arm.search, dataset, topk, result, metrics)
+            _run_hooks(arm_hooks, result, dataset, workdir)
         if 'hybrid' in arms:
             members = [r for r in results if r.arm in built]
             results.append(_hybrid(built, dataset, topk, hybrid_weights, rrf_k, metrics, members))
+            if not results[-1].error:
+                _run_hooks(arm_hooks, results[-1], dataset, workdir)
         stats_file.write_text(json.dumps(stats, indent=1))
     finally:
         for arm in built.values():
             arm.close()
         if own_tmp:
             shutil.rmtree(workdir, ignore_errors=True)
-    return EvalReport(dataset.name, topk, len(dataset.queries), n_pages, model, results, tuple(metrics))
+    notes = [note for hook in arm_hooks for note in getattr(hook, 'notes', [])]
+    return EvalReport(dataset.name, topk, len(dataset.queries), n_pages, model, results, tuple(metrics), notes)
+
+
+def _run_hooks(hooks: Sequence[Callable], result: ArmResult, dataset: EvalDataset, workdir: Path) -> None:
+    for hook in hooks:
+        try:
+            hook(result, dataset, workdir)
+        except ColPaliError as e:   # a hook that cannot run (no VLM answers) leaves the arm's other numbers
+            LOG.warning(f'eval: {result.arm}: {type(hook).__name__} failed: {e}')
 
 
 def _make_arm(name: str, workdir: Path, model: str, device: str, vlm: Optional[Callable]) -> _Arm:
@@ -182,6 +206,7 @@ def _query_arm(search: Callable, dataset: EvalDataset, topk: int, result: ArmRes
         start = time.perf_counter()
         hits = search(query, topk)
         latencies.append((time.perf_counter() - start) * 1000)
+        result.hits[qid] = list(hits[:topk])
         ranking: Dict[str, float] = {}
         for rank, hit in enumerate(hits[:topk]):
             # ranx sorts by score: use rank-derived scores so ties and arm-specific scales cannot reorder

@@ -1,15 +1,32 @@
-"""The comparison table (Markdown), its JSON, and a PNG bar chart."""
+"""The comparison table (Markdown), its JSON, and a PNG bar chart. Metric groups that arm hooks add to a row
+(answer-level metrics, ...) get their own columns after the retrieval metrics and their own chart panel."""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 from .harness import EvalReport
 
 _LABELS = {'ndcg@5': 'nDCG@5', 'ndcg@10': 'nDCG@10', 'recall@1': 'R@1', 'recall@5': 'R@5', 'recall@10': 'R@10',
            'mrr': 'MRR'}
+# column labels of metric groups, by "group.metric" (unlisted ones show the metric's own name)
+GROUP_LABELS = {'answers.em': 'EM', 'answers.anls': 'ANLS', 'answers.f1': 'F1', 'answers.semantic': 'Sem',
+                'answers.judge': 'Judge', 'answers.abstain': 'Abstain'}
+
+
+def group_columns(report: EvalReport) -> List[Tuple[str, str]]:
+    """(group, metric) pairs that any arm has, in first-seen order; counts (``n_*``) stay in the JSON."""
+    columns: List[Tuple[str, str]] = []
+    for arm in report.arms:
+        for group, values in arm.metric_groups.items():
+            columns.extend((group, m) for m in values if not m.startswith('n_') and (group, m) not in columns)
+    return columns
+
+
+def _group_label(group: str, metric: str) -> str:
+    return GROUP_LABELS.get(f'{group}.{metric}', metric)
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -27,14 +44,16 @@ def _size(n: float) -> str:
 
 
 def format_table(report: EvalReport) -> str:
-    header = ['arm', *(_LABELS.get(m, m) for m in report.metrics), 'p50 ms', 'p95 ms', 'index s/page',
-              'bytes/page', 'note']
+    extra = group_columns(report)
+    header = ['arm', *(_LABELS.get(m, m) for m in report.metrics), *(_group_label(g, m) for g, m in extra),
+              'p50 ms', 'p95 ms', 'index s/page', 'bytes/page', 'note']
     rows: List[List[str]] = []
     for arm in report.arms:
         if arm.error:
             rows.append([arm.arm, *(['-'] * (len(header) - 2)), f'not run: {arm.error}'])
             continue
-        rows.append([arm.arm, *(_fmt(arm.metrics.get(m)) for m in report.metrics), _fmt(arm.latency_p50_ms, 1),
+        rows.append([arm.arm, *(_fmt(arm.metrics.get(m)) for m in report.metrics),
+                     *(_fmt(arm.metric_groups.get(g, {}).get(m)) for g, m in extra), _fmt(arm.latency_p50_ms, 1),
                      _fmt(arm.latency_p95_ms, 1), _fmt(arm.index_s_per_page, 3), _size(arm.bytes_per_page),
                      arm.note])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -42,7 +61,7 @@ def format_table(report: EvalReport) -> str:
     title = (f'{report.dataset}: {report.n_queries} queries, {report.n_pages} pages, top-{report.topk}, '
              f'model {report.model}')
     return '\n'.join([title, '', line(header), '|' + '|'.join('-' * (w + 2) for w in widths) + '|',
-                      *map(line, rows)])
+                      *map(line, rows), *([''] + list(report.notes) if report.notes else [])])
 
 
 def write_json(report: EvalReport, path: str | Path) -> Path:
@@ -58,16 +77,25 @@ def write_chart(report: EvalReport, path: str | Path, metrics=('ndcg@5', 'ndcg@1
     import matplotlib.pyplot as plt
 
     arms = [a for a in report.arms if not a.error]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(arms) + 2), 4), dpi=120)
-    width = 0.8 / max(1, len(metrics))
-    for i, metric in enumerate(metrics):
-        values = [a.metrics.get(metric, 0.0) for a in arms]
-        bars = ax.bar([x + i * width for x in range(len(arms))], values, width, label=_LABELS.get(metric, metric))
-        ax.bar_label(bars, fmt='%.2f', fontsize=7)
-    ax.set_xticks([x + width * (len(metrics) - 1) / 2 for x in range(len(arms))], [a.arm for a in arms])
-    ax.set_ylim(0, 1.08)
-    ax.set_title(f'{report.dataset}: retrieval quality by arm (top-{report.topk})')
-    ax.legend(ncols=len(metrics), fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.08))
+    groups: dict = {}
+    for group, metric in group_columns(report):
+        groups.setdefault(group, []).append(metric)
+    panels = [('retrieval quality', [(m, _LABELS.get(m, m), lambda a, m=m: a.metrics.get(m)) for m in metrics])]
+    panels += [(group, [(m, _group_label(group, m), lambda a, g=group, m=m: a.metric_groups.get(g, {}).get(m))
+                        for m in names]) for group, names in groups.items()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 1.6 * len(arms) + 2), 4 * len(panels)), dpi=120,
+                             squeeze=False)
+    for ax, (title, series) in zip(axes[:, 0], panels):
+        width = 0.8 / max(1, len(series))
+        for i, (_, label, value) in enumerate(series):
+            values = [value(a) for a in arms]
+            values = [0.0 if v is None or math.isnan(v) else v for v in values]
+            bars = ax.bar([x + i * width for x in range(len(arms))], values, width, label=label)
+            ax.bar_label(bars, fmt='%.2f', fontsize=7)
+        ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(arms))], [a.arm for a in arms])
+        ax.set_ylim(0, 1.08)
+        ax.set_title(f'{report.dataset}: {title} by arm (top-{report.topk})')
+        ax.legend(ncols=len(series), fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
