@@ -57,7 +57,8 @@ def _add_answer_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('answer-level evaluation (datasets with gold answers; needs a VLM) and SFT export')
     g.add_argument('--answers', default=None, help='gold answers .jsonl ({"query_id", "answers": [...]}) for --corpus')
     g.add_argument('--skip-answers', action='store_true', help='judge pages only, even with gold answers and a VLM')
-    g.add_argument('--answer-pages', type=int, default=3, help='top pages of each arm the VLM answers from (default: 3)')
+    g.add_argument('--answer-pages', type=int, default=3,
+                   help='top pages of each arm the VLM answers from (default: 3)')
     g.add_argument('--image-side', type=int, default=1024, help='max px of page images sent to the VLM')
     g.add_argument('--vlm-concurrency', type=int, default=4, help='answer/judge calls in flight (default: 4)')
     g.add_argument('--embed-url', default=None, help='OpenAI-compatible embeddings endpoint for semantic similarity '

@@ -80,9 +80,10 @@ def write_chart(report: EvalReport, path: str | Path, metrics=('ndcg@5', 'ndcg@1
     groups: dict = {}
     for group, metric in group_columns(report):
         groups.setdefault(group, []).append(metric)
-    panels = [('retrieval quality', [(m, _LABELS.get(m, m), lambda a, m=m: a.metrics.get(m)) for m in metrics])]
-    panels += [(group, [(m, _group_label(group, m), lambda a, g=group, m=m: a.metric_groups.get(g, {}).get(m))
-                        for m in names]) for group, names in groups.items()]
+    panels = [(f'retrieval quality by arm (top-{report.topk})',
+               [(m, _LABELS.get(m, m), lambda a, m=m: a.metrics.get(m)) for m in metrics])]
+    panels += [(f'{group} by arm', [(m, _group_label(group, m), lambda a, g=group, m=m: a.metric_groups.get(g, {})
+                                     .get(m)) for m in names]) for group, names in groups.items()]
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 1.6 * len(arms) + 2), 4 * len(panels)), dpi=120,
                              squeeze=False)
     for ax, (title, series) in zip(axes[:, 0], panels):
@@ -91,10 +92,12 @@ def write_chart(report: EvalReport, path: str | Path, metrics=('ndcg@5', 'ndcg@1
             values = [value(a) for a in arms]
             values = [0.0 if v is None or math.isnan(v) else v for v in values]
             bars = ax.bar([x + i * width for x in range(len(arms))], values, width, label=label)
-            ax.bar_label(bars, fmt='%.2f', fontsize=7)
+            crowded = len(series) > 4   # upright labels of narrow bars would overlap
+            ax.bar_label(bars, fmt='%.2f', fontsize=6 if crowded else 7, rotation=90 if crowded else 0,
+                         padding=2)
         ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(arms))], [a.arm for a in arms])
-        ax.set_ylim(0, 1.08)
-        ax.set_title(f'{report.dataset}: {title} by arm (top-{report.topk})')
+        ax.set_ylim(0, 1.15)
+        ax.set_title(f'{report.dataset}: {title}')
         ax.legend(ncols=len(series), fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
     path = Path(path)
