@@ -532,10 +532,15 @@ def cmd_eval(args) -> int:
 
 
 def cmd_standin_vlm(args) -> int:
-    from .devtools.standin_vlm import serve_forever
+    from .devtools.standin_vlm import StandinVLMServer, serve_forever
 
+    try:
+        server = StandinVLMServer(port=args.port, answers=args.answers)
+    except ValueError as e:   # a bad --answers lookup
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     print(f'stand-in VLM (not a real model) at http://127.0.0.1:{args.port}/v1/ ; Ctrl-C stops it')
-    serve_forever(port=args.port, answers=args.answers)
+    serve_forever(server=server)
     return 0
 
 

@@ -66,6 +66,11 @@ def test_gold_answers_from_an_answers_file_or_the_queries_with_errors_naming_fil
     answers.write_text('{"query_id": "b", "answers": ["q"]}\n{"query_id": "b", "answers": ["r"\n')
     with pytest.raises(DatasetError, match=r'answers.jsonl: line 2: not JSON'):
         from_parts(pdf_dir, queries, tmp_path / 'qrels.jsonl', answers=answers)
+    answers.write_bytes(b'\xff\xfe{"query_id": "b"}\n')                   # not UTF-8
+    with pytest.raises(DatasetError, match=r'answers.jsonl: cannot be read'):
+        from_parts(pdf_dir, queries, tmp_path / 'qrels.jsonl', answers=answers)
+    with pytest.raises(DatasetError, match=r'missing.jsonl: no such gold answers file'):
+        from_parts(pdf_dir, queries, tmp_path / 'qrels.jsonl', answers=tmp_path / 'missing.jsonl')
 
     folder = tmp_path / 'ds'          # a dataset folder picks answers.jsonl up by itself
     (folder / 'corpus').mkdir(parents=True)
@@ -290,3 +295,7 @@ def test_eval_command_shows_answer_columns_and_exports(tmp_path):
     bad = subprocess.run([sys.executable, '-m', 'lazyllm_colpali.cli', 'eval', '--sample', '--arms', 'text-layer',
                           '--export-sft', str(out / 'x.json'), '--sft-arm', 'colpali'], **env_args)
     assert bad.returncode != 0 and '--sft-arm colpali is not among --arms' in bad.stderr
+    (tmp_path / 'lookup.json').write_text('[{"answer": "16 bar"}]')
+    bad = subprocess.run([sys.executable, '-m', 'lazyllm_colpali.cli', 'standin-vlm', '--answers',
+                          str(tmp_path / 'lookup.json')], **env_args)
+    assert bad.returncode == 2 and 'lookup.json: record 1 has no "question"' in bad.stderr

@@ -113,19 +113,28 @@ class AnswerLookup:
     """
 
     def __init__(self, records: Union[str, Path, Sequence[Dict[str, Any]], Dict[str, Any]]):
+        where = 'the answer lookup'
         if isinstance(records, (str, Path)):
-            records = json.loads(Path(records).read_text(encoding='utf-8'))
+            where = str(records)
+            try:
+                records = json.loads(Path(records).read_text(encoding='utf-8'))
+            except (OSError, ValueError) as e:
+                raise ValueError(f'{where}: not a readable JSON answer lookup ({e})') from e
         if isinstance(records, dict):
             records = [{'question': q, **r} for q, r in records.items()]
         self.known: Dict[str, KnownQuestion] = {}
-        for record in records:
+        for number, record in enumerate(records, 1):
+            if not isinstance(record, dict) or not str(record.get('question') or '').strip():
+                raise ValueError(f'{where}: record {number} has no "question": {str(record)[:120]}')
             answer = record.get('answer')
             if answer is not None and str(answer).strip().lower() == 'not answerable':
                 answer = None
             pages = []
             for page in record.get('pages') or []:
-                name, _, number = str(page).rpartition('#')
-                pages.append((Path(name).name, int(number)) if name else (Path(number).name, 1))
+                name, _, page_no = str(page).rpartition('#')
+                if name and not page_no.isdigit():
+                    raise ValueError(f'{where}: record {number}: page {page!r} is not "file.pdf#N"')
+                pages.append((Path(name).name, int(page_no)) if name else (Path(page_no).name, 1))
             self.known[' '.join(str(record['question']).split())] = KnownQuestion(
                 None if answer is None else str(answer), pages)
 
@@ -321,8 +330,9 @@ class StandinVLMServer:
         return Handler
 
 
-def serve_forever(host: str = '127.0.0.1', port: int = 8011, answers: Optional[str] = None) -> None:
-    server = StandinVLMServer(host, port, answers=answers)
+def serve_forever(host: str = '127.0.0.1', port: int = 8011, *, server: Optional[StandinVLMServer] = None) -> None:
+    """Serve in this thread until interrupted (``server``: one already built, e.g. with an answer lookup)."""
+    server = server or StandinVLMServer(host, port)
     try:
         server._httpd.serve_forever()
     finally:

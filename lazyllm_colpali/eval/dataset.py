@@ -115,7 +115,11 @@ def _numbered_records(path: Path) -> Iterable[Tuple[str, dict]]:
     if path.suffix != '.jsonl':
         yield from ((f'record {n}', r) for n, r in enumerate(_read_records(path), 1))
         return
-    for number, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
+    try:
+        text = path.read_text(encoding='utf-8')
+    except (OSError, ValueError) as e:   # unreadable, or not UTF-8
+        raise DatasetError(f'{path}: cannot be read ({e})') from e
+    for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 record = json.loads(line)
