@@ -55,6 +55,24 @@ def _add_vlm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--vlm-key-env', default=None, help='environment variable holding the API key, if one is needed')
 
 
+def _add_answer_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group('answer-level evaluation (datasets with gold answers; needs a VLM) and SFT export')
+    g.add_argument('--answers', default=None, help='gold answers .jsonl ({"query_id", "answers": [...]}) for --corpus')
+    g.add_argument('--skip-answers', action='store_true', help='judge pages only, even with gold answers and a VLM')
+    g.add_argument('--answer-pages', type=int, default=3,
+                   help='top pages of each arm the VLM answers from (default: 3)')
+    g.add_argument('--image-side', type=int, default=1024, help='max px of page images sent to the VLM')
+    g.add_argument('--vlm-concurrency', type=int, default=4, help='answer/judge calls in flight (default: 4)')
+    g.add_argument('--embed-url', default=None, help='OpenAI-compatible embeddings endpoint for semantic similarity '
+                                                     '("standin": bag-of-words vectors)')
+    g.add_argument('--embed-model', default=None, help='embedding model name at that endpoint')
+    g.add_argument('--judge-url', default=None, help='chat endpoint of an LLM judge ("standin": the stand-in)')
+    g.add_argument('--judge-model', default=None, help='judge model name at that endpoint')
+    g.add_argument('--export-sft', default=None, metavar='OUT.json',
+                   help='write (question, retrieved page images, gold answer) for finetune.llamafactory')
+    g.add_argument('--sft-arm', default=None, help='the arm whose pages the export uses (default: colpali, if run)')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='lazyllm-colpali', description='ColPali visual document retrieval '
                                      'for LazyLLM, stored in Milvus.', epilog=EPILOG,
@@ -148,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--hybrid-weights', default=None, help='RRF weights, e.g. colpali=1,text=0.5')
     p.add_argument('--hops', type=int, default=3, help='most hops of the ARM-multihop arms (default: 3)')
     _add_vlm_args(p)
+    _add_answer_args(p)
     _add_model_args(p, repeatable=True)
 
     p = sub.add_parser('make-chains', help='write the concept-chain benchmark (offline, seeded) for eval --dataset')
@@ -161,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('standin-vlm', help='run the local OpenAI-compatible stand-in VLM (no real model)')
     p.add_argument('--port', type=int, default=8011)
+    p.add_argument('--answers', default=None, metavar='FILE.json',
+                   help='answer known questions from this lookup ([{"question", "answer", "pages": ["f.pdf#2"]}])')
 
     p = sub.add_parser('make-tiny-model', help='build a tiny random model folder offline (for tests and demos)')
     p.add_argument('out_dir')
@@ -524,6 +545,7 @@ def cmd_eval(args) -> int:
     from pathlib import Path
 
     from .eval import build_sample, format_table, from_parts, load_dataset, run_eval, write_chart, write_json
+    from .eval.answering import check_cli_args, hooks_from_cli, standin_lookup, write_answers
     from .settings import data_home, default_model
     from .vlm import make_vlm
 
@@ -534,34 +556,42 @@ def cmd_eval(args) -> int:
     else:
         if not (args.queries and args.qrels):
             raise SystemExit('error: --corpus needs --queries and --qrels')
-        dataset = from_parts(args.corpus, args.queries, args.qrels)
+        dataset = from_parts(args.corpus, args.queries, args.qrels, answers=args.answers)
     arms = [a.strip() for a in args.arms.split(',') if a.strip()]
     models = args.model or [default_model()]
     arms += [f'colpali@{m}' for m in models[1:] if f'colpali@{m}' not in arms]   # --model A --model B: A vs B
+    check_cli_args(args, dataset, arms)
     weights = dict((k, float(v)) for k, v in (kv.split('=') for kv in args.hybrid_weights.split(','))) \
         if args.hybrid_weights else None
     vlm = server = None
-    if 'caption' in arms and (args.vlm_url or args.vlm_model):
-        vlm, server = make_vlm(args.vlm_url, args.vlm_model, source=args.vlm_source, api_key_env=args.vlm_key_env)
+    servers = []
+    if ('caption' in arms or (dataset.answers and not args.skip_answers)) and (args.vlm_url or args.vlm_model):
+        vlm, server = make_vlm(args.vlm_url, args.vlm_model, source=args.vlm_source, api_key_env=args.vlm_key_env,
+                               standin_answers=standin_lookup(dataset) if args.vlm_url == 'standin' else None)
     try:
+        hooks, servers, notes = hooks_from_cli(args, dataset, arms, vlm)
         start = time.perf_counter()
         report = run_eval(dataset, arms, topk=args.topk, model=models[0],
                           device='cuda' if args.device.startswith('cuda') else 'cpu', vlm=vlm,
-                          workdir=args.workdir, hybrid_weights=weights, multihop={'hops': args.hops})
+                          workdir=args.workdir, hybrid_weights=weights, multihop={'hops': args.hops},
+                          arm_hooks=hooks)
+        report.notes[:0] = notes
         seconds = time.perf_counter() - start
     finally:
-        if server is not None:
-            server.stop()
+        for running in [server, *servers]:
+            if running is not None:
+                running.stop()
     out = Path(args.out)
     table = format_table(report)
     out.mkdir(parents=True, exist_ok=True)
     (out / f'{report.dataset}_table.md').write_text(table + '\n')
     print(table)
     from .eval.report import write_chain_chart
+    answers = write_answers(report, out / f'{report.dataset}_answers.jsonl')
     chains = write_chain_chart(report, out / f'{report.dataset}_chains.png')
-    print(f'\n{seconds:.1f} s in all; wrote {write_json(report, out / f"{report.dataset}.json")}, '
-          f'{out / f"{report.dataset}_table.md"} and {write_chart(report, out / f"{report.dataset}.png")}'
-          + (f' and {chains}' if chains else ''))
+    written = [write_json(report, out / f'{report.dataset}.json'), out / f'{report.dataset}_table.md',
+               answers, write_chart(report, out / f'{report.dataset}.png'), chains]
+    print(f'\n{seconds:.1f} s in all; wrote ' + ', '.join(str(w) for w in written if w))
     return 0 if any(not a.error for a in report.arms) else 1
 
 
@@ -582,10 +612,15 @@ def cmd_make_chains(args) -> int:
 
 
 def cmd_standin_vlm(args) -> int:
-    from .devtools.standin_vlm import serve_forever
+    from .devtools.standin_vlm import StandinVLMServer, serve_forever
 
+    try:
+        server = StandinVLMServer(port=args.port, answers=args.answers)
+    except ValueError as e:   # a bad --answers lookup
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     print(f'stand-in VLM (not a real model) at http://127.0.0.1:{args.port}/v1/ ; Ctrl-C stops it')
-    serve_forever(port=args.port)
+    serve_forever(server=server)
     return 0
 
 

@@ -17,15 +17,17 @@ class VLMNotConfiguredError(ColPaliError):
 
 
 def make_vlm(url: Optional[str] = None, model: Optional[str] = None, *, source: str = 'openai',
-             api_key_env: Optional[str] = None, stream: bool = False) -> Tuple[Any, Optional[Any]]:
+             api_key_env: Optional[str] = None, stream: bool = False,
+             standin_answers: Optional[Any] = None) -> Tuple[Any, Optional[Any]]:
     """Returns ``(chat_module, standin_server_or_None)``. ``url='standin'`` starts the local stand-in server
-    (stop it with ``server.stop()``)."""
+    (stop it with ``server.stop()``), answering known questions from ``standin_answers`` if given (see
+    :class:`~lazyllm_colpali.devtools.standin_vlm.AnswerLookup`)."""
     from lazyllm import OnlineChatModule
 
     server = None
     if url == 'standin':
         from .devtools.standin_vlm import MODEL_NAME, StandinVLMServer
-        server = StandinVLMServer().start()
+        server = StandinVLMServer(answers=standin_answers).start()
         url, model = server.base_url, model or MODEL_NAME
     if not url and not model:
         raise VLMNotConfiguredError('no VLM configured: pass --vlm-url http://HOST:PORT/v1/ --vlm-model NAME (any '
@@ -37,3 +39,20 @@ def make_vlm(url: Optional[str] = None, model: Optional[str] = None, *, source: 
         key = os.environ.get(api_key_env) if api_key_env else None
         kwargs.update(api_key=key) if key else kwargs.update(skip_auth=True)
     return OnlineChatModule(**kwargs), server
+
+
+def make_embed(url: str, model: Optional[str] = None, *, source: str = 'openai',
+               api_key_env: Optional[str] = None) -> Tuple[Any, Optional[Any]]:
+    """Returns ``(embedding_module, standin_server_or_None)``: a LazyLLM ``OnlineEmbeddingModule`` at an
+    OpenAI-compatible ``/v1/embeddings`` endpoint (``url='standin'``: the stand-in's bag-of-words vectors)."""
+    from lazyllm import OnlineEmbeddingModule
+
+    server = None
+    if url == 'standin':
+        from .devtools.standin_vlm import MODEL_NAME, StandinVLMServer
+        server = StandinVLMServer().start()
+        url, model = server.base_url, model or MODEL_NAME
+    kwargs = dict(source=source, url=url if url.endswith('/') else url + '/', model=model, type='embed')
+    key = os.environ.get(api_key_env) if api_key_env else None
+    kwargs.update(api_key=key) if key else kwargs.update(skip_auth=True)
+    return OnlineEmbeddingModule(**kwargs), server

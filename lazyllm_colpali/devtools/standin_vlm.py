@@ -9,6 +9,11 @@ It lets the whole product run offline (captioning, answers, the chat UI) through
 * other requests get an answer that names how many images arrived, their sizes, and cites the pages the
   prompt lists, so a reader sees the flow worked - and that no real model answered.
 
+Answer-lookup mode (``answers=``, ``--answers FILE`` or ``LAZYLLM_COLPALI_STANDIN_ANSWERS=FILE``): questions
+found in a small lookup get answers that depend on the pages attached, so answer-level scores are non-trivial
+and checkable (see :class:`AnswerLookup`); judge requests (``[answer-judge]``) get yes/no, and
+``POST /v1/embeddings`` returns a bag-of-words vector, so semantic similarity runs over HTTP too.
+
 Run it: ``lazyllm-colpali standin-vlm --port 8011``; point a module at ``http://127.0.0.1:8011/v1/``.
 ``fail_first`` makes the first N requests answer HTTP 500 and ``delay`` slows each answer: both exist to
 test retries and concurrency limits.
@@ -16,13 +21,18 @@ test retries and concurrency limits.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
+import math
+import os
 import re
 import threading
 import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 MODEL_NAME = 'standin-vlm'
 
@@ -91,13 +101,126 @@ def bridge_reply(prompt: str) -> str:
 # --- end of bridge mode ---------------------------------------------------------------------------------------
 
 
-class StandinVLMServer:
-    """Start with ``with StandinVLMServer() as server: ... server.base_url``."""
+# ---- answer-lookup mode: known questions, answered from the pages attached (answer-level evaluation) ----
 
-    def __init__(self, host: str = '127.0.0.1', port: int = 0, *, fail_first: int = 0, delay: float = 0.0):
+ANSWERS_ENV = 'LAZYLLM_COLPALI_STANDIN_ANSWERS'
+ABSTENTION = 'The attached pages do not contain the answer.'
+_ATTACHED = re.compile(r'^Pages attached, in order: (.*)$', re.M)
+_PAGE_REF = re.compile(r'\[([^\[\]]+?), p\. (\d+)\]')
+
+
+@dataclass
+class KnownQuestion:
+    answer: Optional[str]                 # None: not answerable from the documents
+    pages: List[Tuple[str, int]] = field(default_factory=list)   # (file name, page) that hold the answer
+
+
+class AnswerLookup:
+    """What the stand-in knows: ``{question: KnownQuestion}``. For a known question it answers
+
+    * with the answer, citing the page, when a page that holds it is attached (the right pages retrieved);
+    * with the answer to another known question whose page is attached when none is (a model answering from
+      the wrong page), or with an abstention when no attached page holds any known answer;
+    * with an abstention when the question is marked not answerable (answer ``null`` or ``Not answerable``).
+
+    Records: ``[{"question": "...", "answer": "..." | null, "pages": ["report.pdf#2", ...]}, ...]`` (a JSON file,
+    a list, or a dict question -> record); page names may carry folders (matched by file name).
+
+        >>> lookup = AnswerLookup([{'question': 'Max pressure?', 'answer': '16 bar', 'pages': ['manual.pdf#1']},
+        ...                        {'question': 'Filter?', 'answer': 'every 6 months', 'pages': ['manual.pdf#2']},
+        ...                        {'question': 'CEO salary?', 'answer': None}])
+        >>> ask = 'Pages attached, in order: [manual.pdf, p. {}].\\n\\nQuestion: {}'
+        >>> lookup.reply(ask.format(1, 'Max pressure?')), lookup.reply(ask.format(2, 'Max pressure?'))
+        ('16 bar [manual.pdf, p. 1]', 'every 6 months [manual.pdf, p. 2]')
+        >>> lookup.reply(ask.format(1, 'CEO salary?')) == ABSTENTION, lookup.reply(ask.format(1, 'Unknown?'))
+        (True, None)
+    """
+
+    def __init__(self, records: Union[str, Path, Sequence[Dict[str, Any]], Dict[str, Any]]):
+        where = 'the answer lookup'
+        if isinstance(records, (str, Path)):
+            where = str(records)
+            try:
+                records = json.loads(Path(records).read_text(encoding='utf-8'))
+            except (OSError, ValueError) as e:
+                raise ValueError(f'{where}: not a readable JSON answer lookup ({e})') from e
+        if isinstance(records, dict):
+            records = [{'question': q, **r} for q, r in records.items()]
+        self.known: Dict[str, KnownQuestion] = {}
+        for number, record in enumerate(records, 1):
+            if not isinstance(record, dict) or not str(record.get('question') or '').strip():
+                raise ValueError(f'{where}: record {number} has no "question": {str(record)[:120]}')
+            answer = record.get('answer')
+            if answer is not None and str(answer).strip().lower() == 'not answerable':
+                answer = None
+            pages = []
+            for page in record.get('pages') or []:
+                name, _, page_no = str(page).rpartition('#')
+                if name and not page_no.isdigit():
+                    raise ValueError(f'{where}: record {number}: page {page!r} is not "file.pdf#N"')
+                pages.append((Path(name).name, int(page_no)) if name else (Path(page_no).name, 1))
+            self.known[' '.join(str(record['question']).split())] = KnownQuestion(
+                None if answer is None else str(answer), pages)
+
+    def reply(self, prompt: str) -> Optional[str]:
+        """The answer to the prompt's question, or None when the question is not a known one."""
+        question = ' '.join(prompt.rsplit('Question:', 1)[-1].split()) if 'Question:' in prompt else ''
+        entry = self.known.get(question)
+        if entry is None:
+            return None
+        if entry.answer is None:
+            return ABSTENTION
+        listed = _ATTACHED.search(prompt)
+        attached = [(name, int(page)) for name, page in _PAGE_REF.findall(listed.group(1) if listed else '')]
+        for name, page in attached:
+            if (name, page) in entry.pages:
+                return f'{entry.answer} [{name}, p. {page}]'
+        for name, page in attached:   # the wrong pages: answer what they do hold
+            for other in self.known.values():
+                if other is not entry and other.answer is not None and (name, page) in other.pages:
+                    return f'{other.answer} [{name}, p. {page}]'
+        return ABSTENTION
+
+
+def judge_reply(prompt: str) -> str:
+    """``[answer-judge]`` prompts: yes when the candidate contains a reference answer (compared as lower-case
+    words), or abstains where the reference is "Not answerable"; no otherwise."""
+    def field_of(name: str) -> str:
+        match = re.search(rf'^{name}: (.*)$', prompt, re.M)
+        return match.group(1) if match else ''
+
+    words = lambda text: ' '.join(re.findall(r'\w+', text.lower()))  # noqa: E731
+    candidate = words(field_of('Candidate answer'))
+    references = [words(r) for r in field_of(r'Reference answer\(s\)').split(' | ') if r.strip()]
+    if 'not answerable' in references:
+        return 'yes' if words(ABSTENTION) in candidate or 'not answerable' in candidate else 'no'
+    return 'yes' if any(r and f' {r} ' in f' {candidate} ' for r in references) else 'no'
+
+
+def bag_of_words_embedding(text: str, dim: int = 256) -> List[float]:
+    """A deterministic unit vector of hashed lower-case words (what ``POST /v1/embeddings`` returns)."""
+    vector = [0.0] * dim
+    for word in re.findall(r'\w+', str(text).lower()):
+        vector[int(hashlib.md5(word.encode()).hexdigest(), 16) % dim] += 1.0
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+# ---- end of answer-lookup mode ----
+
+
+class StandinVLMServer:
+    """Start with ``with StandinVLMServer() as server: ... server.base_url``. ``answers``: an
+    :class:`AnswerLookup` or what builds one (default: the file named by ``LAZYLLM_COLPALI_STANDIN_ANSWERS``)."""
+
+    def __init__(self, host: str = '127.0.0.1', port: int = 0, *, fail_first: int = 0, delay: float = 0.0,
+                 answers: Union[AnswerLookup, str, Path, Sequence[Dict[str, Any]], None] = None):
         self.fail_first = fail_first
         self.delay = delay
+        if answers is None and os.environ.get(ANSWERS_ENV):
+            answers = os.environ[ANSWERS_ENV]
+        self.answers = answers if isinstance(answers, AnswerLookup) or answers is None else AnswerLookup(answers)
         self.requests: List[Dict[str, Any]] = []
+        self.embedding_requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -148,6 +271,11 @@ class StandinVLMServer:
                 return 200, bridge_reply(text)
             if '[caption-qa]' in text:
                 return 200, caption_reply(text, len(images))
+            if '[answer-judge]' in text:
+                return 200, judge_reply(text)
+            known = self.answers.reply(text) if self.answers is not None else None
+            if known is not None:
+                return 200, known
             return 200, answer_reply(text, record['sizes'])
         finally:
             with self._lock:
@@ -168,6 +296,20 @@ class StandinVLMServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _embeddings(self):
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers.get('Content-Length') or 0)) or b'{}')
+                except json.JSONDecodeError:
+                    self._json(400, {'error': {'message': 'body is not JSON'}})
+                    return
+                texts = body.get('input')
+                texts = [texts] if isinstance(texts, str) else list(texts or [])
+                with server._lock:
+                    server.embedding_requests += 1
+                self._json(200, {'object': 'list', 'model': body.get('model', MODEL_NAME),
+                                 'data': [{'object': 'embedding', 'index': i, 'embedding': bag_of_words_embedding(t)}
+                                          for i, t in enumerate(texts)]})
+
             def do_GET(self):
                 if self.path.rstrip('/').endswith('/models'):
                     self._json(200, {'object': 'list', 'data': [{'id': MODEL_NAME, 'object': 'model'}]})
@@ -175,6 +317,9 @@ class StandinVLMServer:
                     self._json(404, {'error': {'message': f'no route {self.path}'}})
 
             def do_POST(self):
+                if self.path.rstrip('/').endswith('/embeddings'):
+                    self._embeddings()
+                    return
                 if not self.path.rstrip('/').endswith('/chat/completions'):
                     self._json(404, {'error': {'message': f'no route {self.path}'}})
                     return
@@ -211,8 +356,9 @@ class StandinVLMServer:
         return Handler
 
 
-def serve_forever(host: str = '127.0.0.1', port: int = 8011) -> None:
-    server = StandinVLMServer(host, port)
+def serve_forever(host: str = '127.0.0.1', port: int = 8011, *, server: Optional[StandinVLMServer] = None) -> None:
+    """Serve in this thread until interrupted (``server``: one already built, e.g. with an answer lookup)."""
+    server = server or StandinVLMServer(host, port)
     try:
         server._httpd.serve_forever()
     finally:

@@ -8,6 +8,10 @@ retrieved it. Two layouts load:
 * BEIR / ViDoRe-v2 style: ``corpus``, ``queries``, ``qrels`` as ``.jsonl`` or ``.parquet`` (``corpus-id``,
   ``image`` bytes, ``query-id``, ``query``, ``score``); page images are written once under
   ``DIR/.materialized/`` and each ``corpus-id`` becomes ``<corpus-id>.png#1``.
+
+Gold answers (optional, for answer-level evaluation): ``DIR/answers.jsonl`` (``{"query_id", "answers": [...]}``,
+or ``"answer": "..."``), or an ``answer``/``answers`` field in the queries file. ``Not answerable`` marks a
+question the corpus does not answer (the system should abstain).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..errors import ColPaliError
 
@@ -31,6 +35,7 @@ class EvalDataset:
     queries: Dict[str, str]
     qrels: Dict[str, Dict[str, int]]
     notes: List[str] = field(default_factory=list)
+    answers: Dict[str, List[str]] = field(default_factory=dict)   # query id -> gold answers (may be empty)
     # position of each gold page in its query's chain of concepts (qrels' optional "hop" field; eval/chains.py)
     chain_hops: Dict[str, Dict[str, int]] = field(default_factory=dict)
 
@@ -81,7 +86,7 @@ def _find(root: Path, stem: str) -> Optional[Path]:
     return None
 
 
-def _field(record: dict, *names: str, where: Path):
+def _field(record: dict, *names: str, where: Path | str):
     for name in names:
         if name in record and record[name] is not None:
             return record[name]
@@ -105,6 +110,59 @@ def load_qrels(path: Path, aliases: Optional[Dict[str, str]] = None) -> Dict[str
         if score > 0:
             qrels.setdefault(qid, {})[page] = score
     return qrels
+
+
+def _numbered_records(path: Path) -> Iterable[Tuple[str, dict]]:
+    """(``line N`` / ``record N``, record): JSON lines keep their line numbers, for error messages."""
+    if path.suffix != '.jsonl':
+        yield from ((f'record {n}', r) for n, r in enumerate(_read_records(path), 1))
+        return
+    try:
+        text = path.read_text(encoding='utf-8')
+    except (OSError, ValueError) as e:   # unreadable, or not UTF-8
+        raise DatasetError(f'{path}: cannot be read ({e})') from e
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise DatasetError(f'{path}: line {number}: not JSON ({e})') from e
+            if not isinstance(record, dict):
+                raise DatasetError(f'{path}: line {number}: expected a JSON object')
+            yield f'line {number}', record
+
+
+def _answer_list(value, where: str) -> List[str]:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    answers = [str(v).strip() for v in values if v is not None and str(v).strip()]
+    if not answers:
+        raise DatasetError(f'{where}: the gold answer is empty ({value!r})')
+    return answers
+
+
+def load_gold_answers(queries_file: Path, answers_file: Optional[Path],
+                      queries: Dict[str, str]) -> Dict[str, List[str]]:
+    """Gold answers by query id, from ``answers_file`` (``{"query_id", "answers": [...]}`` or ``"answer"``) and
+    from ``answer``/``answers`` fields of the queries file; errors name the file and line."""
+    gold: Dict[str, List[str]] = {}
+    for line, record in _numbered_records(queries_file):
+        value = record.get('answers', record.get('answer'))
+        if value is not None:
+            qid = str(_field(record, 'query_id', 'query-id', '_id', 'id', where=queries_file))
+            gold[qid] = _answer_list(value, f'{queries_file}: {line} (query {qid})')
+    if answers_file is None:
+        return gold
+    for line, record in _numbered_records(answers_file):
+        where = f'{answers_file}: {line}'
+        qid = str(_field(record, 'query_id', 'query-id', 'qid', where=where))
+        if qid not in queries:
+            raise DatasetError(f'{where}: query {qid!r} is not in the queries')
+        value = record.get('answers', record.get('answer'))
+        if value is None:
+            raise DatasetError(f'{where}: no "answers" (a list) or "answer" field')
+        known = gold.setdefault(qid, [])
+        known.extend(a for a in _answer_list(value, where) if a not in known)
+    return gold
 
 
 def load_hops(path: Path, aliases: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, int]]:
@@ -164,17 +222,23 @@ def load_dataset(path: str | Path, name: Optional[str] = None) -> EvalDataset:
         corpus_dir = root / '.materialized'
     dataset = EvalDataset(name or root.name, corpus_dir, load_queries(queries_file), load_qrels(qrels_file, aliases),
                           chain_hops=load_hops(qrels_file, aliases))
+    dataset.answers = load_gold_answers(queries_file, _find(root, 'answers'), dataset.queries)
     dataset.validate()
     return dataset
 
 
-def from_parts(corpus: str | Path, queries: str | Path, qrels: str | Path, name: Optional[str] = None) -> EvalDataset:
-    """A user's folder of documents plus a queries file and a qrels file (any of the layouts above)."""
+def from_parts(corpus: str | Path, queries: str | Path, qrels: str | Path, name: Optional[str] = None,
+               answers: str | Path | None = None) -> EvalDataset:
+    """A user's folder of documents plus a queries file and a qrels file (any of the layouts above), and
+    optionally a gold answers file."""
     corpus_dir = Path(corpus).expanduser()
     if not corpus_dir.is_dir():
         raise DatasetError(f'{corpus_dir}: the corpus must be a folder of PDFs or images')
     dataset = EvalDataset(name or corpus_dir.name, corpus_dir, load_queries(Path(queries)), load_qrels(Path(qrels)),
                           chain_hops=load_hops(Path(qrels)))
+    if answers is not None and not Path(answers).is_file():
+        raise DatasetError(f'{answers}: no such gold answers file')
+    dataset.answers = load_gold_answers(Path(queries), Path(answers) if answers else None, dataset.queries)
     dataset.validate()
     return dataset
 

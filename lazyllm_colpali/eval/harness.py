@@ -10,6 +10,10 @@ metrics, query latency p50/p95, indexing seconds per page and bytes per page. An
 Any arm name with ``-multihop`` (``text-multihop``, ``hybrid-multihop``) wraps that arm in multi-hop
 retrieval (:mod:`lazyllm_colpali.multihop`; its base arm runs too, for comparison), and queries with two or
 more gold pages get chain metrics (all@10, recall per hop position, searches per query: :mod:`.chains`).
+
+Arm hooks (``arm_hooks``) run after each arm has answered every query, while its index and page images still
+exist: they see the arm's top-k hits per query (``ArmResult.hits``) and add metric groups to its row
+(``ArmResult.metric_groups``, e.g. answer-level metrics from :mod:`.answering`).
 """
 from __future__ import annotations
 
@@ -41,9 +45,14 @@ class ArmResult:
     pages: int = 0
     error: Optional[str] = None
     note: str = ''
+    # more metrics per row, by group (``{'answers': {'em': 0.8, ...}}``): values in [0, 1] are tabled and
+    # charted; keys starting with ``n_`` are counts (JSON only)
+    metric_groups: Dict[str, Dict[str, float]] = field(default_factory=dict)
     chain: Dict[str, float] = field(default_factory=dict)   # all@10, R@10 per hop, searches (eval/chains.py)
     per_query: Dict[str, Dict[str, float]] = field(default_factory=dict, repr=False)   # ms and searches
     run: Dict[str, Dict[str, float]] = field(default_factory=dict, repr=False)
+    hits: Dict[str, List[Any]] = field(default_factory=dict, repr=False)      # query id -> top-k SearchHits
+    details: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict, repr=False)  # per-query records
 
 
 @dataclass
@@ -55,11 +64,13 @@ class EvalReport:
     model: str
     arms: List[ArmResult]
     metrics: Sequence[str] = DEFAULT_METRICS
+    notes: List[str] = field(default_factory=list)   # lines printed under the table
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
         for arm in data['arms']:
-            arm.pop('run', None)
+            for bulky in ('run', 'hits', 'details'):
+                arm.pop(bulky, None)
         return data
 
 
@@ -127,7 +138,8 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
              model: str = 'tiny:colpali', device: str = 'cpu', vlm: Optional[Callable] = None,
              workdir: Optional[str | Path] = None, hybrid_weights: Optional[Dict[str, float]] = None,
              rrf_k: int = 60, metrics: Sequence[str] = DEFAULT_METRICS,
-             multihop: Optional[Dict[str, Any]] = None) -> EvalReport:
+             multihop: Optional[Dict[str, Any]] = None,
+             arm_hooks: Sequence[Callable[[ArmResult, EvalDataset, Path], None]] = ()) -> EvalReport:
     """``multihop``: options of the ``-multihop`` arms (:class:`~lazyllm_colpali.multihop.MultiHopRetriever`
     keywords, e.g. ``{'hops': 3}``)."""
     from .multihop_arm import with_base_arms
@@ -161,19 +173,33 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
             _index_arm(arm, dataset, result, stats)
             n_pages = max(n_pages, result.pages)
             _query_arm(arm.search, dataset, topk, result, metrics)
+            _run_hooks(arm_hooks, result, dataset, workdir)
         if 'hybrid' in arms:
             members = [r for r in results if r.arm in built]
             results.append(_hybrid(built, dataset, topk, hybrid_weights, rrf_k, metrics, members, built_searchers))
+            if not results[-1].error:
+                _run_hooks(arm_hooks, results[-1], dataset, workdir)
         for name in [a for a in arms if is_multihop(a)]:
             from .multihop_arm import run_multihop_arm
             results.append(run_multihop_arm(name, built_searchers, results, dataset, topk, metrics, multihop))
+            if not results[-1].error:
+                _run_hooks(arm_hooks, results[-1], dataset, workdir)
         stats_file.write_text(json.dumps(stats, indent=1))
     finally:
         for arm in built.values():
             arm.close()
         if own_tmp:
             shutil.rmtree(workdir, ignore_errors=True)
-    return EvalReport(dataset.name, topk, len(dataset.queries), n_pages, model, results, tuple(metrics))
+    notes = [note for hook in arm_hooks for note in getattr(hook, 'notes', [])]
+    return EvalReport(dataset.name, topk, len(dataset.queries), n_pages, model, results, tuple(metrics), notes)
+
+
+def _run_hooks(hooks: Sequence[Callable], result: ArmResult, dataset: EvalDataset, workdir: Path) -> None:
+    for hook in hooks:
+        try:
+            hook(result, dataset, workdir)
+        except ColPaliError as e:   # a hook that cannot run (no VLM answers) leaves the arm's other numbers
+            LOG.warning(f'eval: {result.arm}: {type(hook).__name__} failed: {e}')
 
 
 def _make_arm(name: str, workdir: Path, model: str, device: str, vlm: Optional[Callable]) -> _Arm:
@@ -227,6 +253,7 @@ def _query_arm(search: Callable, dataset: EvalDataset, topk: int, result: ArmRes
         start = time.perf_counter()
         hits = search(query, topk)
         latencies.append((time.perf_counter() - start) * 1000)
+        result.hits[qid] = list(hits[:topk])
         spent.append(getattr(search, 'last_searches', 1))
         result.per_query[qid] = {'ms': latencies[-1], 'searches': spent[-1]}
         ranking: Dict[str, float] = {}

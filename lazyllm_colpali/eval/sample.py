@@ -1,9 +1,10 @@
 """A small built-in evaluation set, generated offline: born-digital pages with text and tables, pages whose
-facts live only in a chart image, and a scanned page with no text layer (OCR territory).
+facts live only in a chart image, and a scanned page with no text layer (OCR territory). Gold answers go
+with the questions (``answers.jsonl``), including one the documents do not answer (``Not answerable``).
 
-    >>> from lazyllm_colpali.eval.sample import SAMPLE_QUERIES, SAMPLE_QRELS
-    >>> len(SAMPLE_QUERIES), all(q in SAMPLE_QUERIES for q in SAMPLE_QRELS)
-    (12, True)
+    >>> from lazyllm_colpali.eval.sample import SAMPLE_ANSWERS, SAMPLE_QUERIES, SAMPLE_QRELS
+    >>> len(SAMPLE_QUERIES), all(q in SAMPLE_QUERIES for q in [*SAMPLE_QRELS, *SAMPLE_ANSWERS])
+    (13, True)
 """
 from __future__ import annotations
 
@@ -30,12 +31,21 @@ SAMPLE_QUERIES: Dict[str, str] = {
     'q10': 'How much has the average summer temperature in Oslo risen since 1990?',
     'q11': 'Chart of CO2 emissions per capita from 1990 to 2020',
     'q12': 'Where did Northwind open its new distribution centre?',
+    'q13': 'What was the operating margin of Northwind in 2019?',    # the report gives 2022 and 2023 only
 }
 SAMPLE_QRELS: Dict[str, Dict[str, int]] = {
     'q01': {f'{REPORT}#1': 2, f'{REPORT}#2': 1}, 'q02': {f'{REPORT}#2': 2}, 'q03': {f'{REPORT}#3': 2},
     'q04': {f'{REPORT}#3': 2}, 'q05': {f'{MANUAL}#1': 2}, 'q06': {f'{MANUAL}#2': 2}, 'q07': {f'{MANUAL}#3': 2},
     'q08': {f'{SCAN}#1': 2}, 'q09': {f'{SCAN}#1': 2}, 'q10': {f'{BRIEF}#1': 2}, 'q11': {f'{BRIEF}#2': 2},
     'q12': {f'{REPORT}#1': 2},
+}
+# Gold answers (several where wordings differ); q11 is a search request, not a question, so it has none.
+SAMPLE_ANSWERS: Dict[str, List[str]] = {
+    'q01': ['18 percent', '18%'], 'q02': ['118 million euros', 'EUR 118 million', '118'], 'q03': ['320'],
+    'q04': ['Finance'], 'q05': ['16 bar'], 'q06': ['every 6 months', 'every six months'],
+    'q07': ['the motor is overheating', 'motor overheating'], 'q08': ['above loading bay 3', 'loading bay 3'],
+    'q09': ['yes'], 'q10': ['1.4 degrees Celsius', '1.4 °C'], 'q12': ['Gothenburg, Sweden', 'Gothenburg'],
+    'q13': ['Not answerable'],
 }
 
 
@@ -191,4 +201,5 @@ def build_sample(root: str | Path) -> EvalDataset:
     write_jsonl(root / 'queries.jsonl', ({'query_id': q, 'query': text} for q, text in SAMPLE_QUERIES.items()))
     write_jsonl(root / 'qrels.jsonl', ({'query_id': q, 'page': page, 'score': score}
                                        for q, rel in SAMPLE_QRELS.items() for page, score in rel.items()))
+    write_jsonl(root / 'answers.jsonl', ({'query_id': q, 'answers': answers} for q, answers in SAMPLE_ANSWERS.items()))
     return load_dataset(root, name='sample')

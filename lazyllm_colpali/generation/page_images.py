@@ -6,12 +6,17 @@ pixel costs tokens: Qwen2-VL spends one token per 28x28 patch).
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Optional
 
 from ..retrieve.retriever import SearchHit
 from ..settings import data_home
 from ..store.image_store import fit_jpeg
+
+# PDFium is not thread-safe (concurrent renders crash the process): answerers running in threads (the
+# answer-level evaluation, a chat serving several users) render one page at a time.
+_RENDER_LOCK = threading.Lock()
 
 
 def page_image(hit: SearchHit, max_side: int = 1024, cache_dir: Optional[Path] = None) -> Optional[Path]:
@@ -29,11 +34,16 @@ def page_image(hit: SearchHit, max_side: int = 1024, cache_dir: Optional[Path] =
     from ..errors import DocumentError
     from ..ingest.render import render_pages
 
-    try:
-        for _, image in render_pages(source, dpi=110, max_side=max_side, pages={hit.page}):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            image.save(target, format='JPEG', quality=88)
+    with _RENDER_LOCK:
+        if target.exists():   # another thread rendered it while this one waited
             return target
-    except DocumentError:
-        return None
+        try:
+            for _, image in render_pages(source, dpi=110, max_side=max_side, pages={hit.page}):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f'{target.name}.tmp')
+                image.save(tmp, format='JPEG', quality=88)
+                tmp.replace(target)   # never a half-written JPEG for a concurrent reader
+                return target
+        except DocumentError:
+            return None
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterable, List, Optional
@@ -25,7 +26,8 @@ def fit_jpeg(source: Path, target: Path, max_side: int, quality: int = 88) -> Pa
         target.parent.mkdir(parents=True, exist_ok=True)
         with Image.open(source) as image:
             image.thumbnail((max_side, max_side))
-            tmp = target.with_suffix(f'.{os.getpid()}.tmp')
+            # one temporary name per process and thread: two threads fitting one page must not share it
+            tmp = target.with_suffix(f'.{os.getpid()}.{threading.get_ident()}.tmp')
             image.convert('RGB').save(tmp, format='JPEG', quality=quality)
             os.replace(tmp, target)
     return target

@@ -13,12 +13,9 @@ calls all fail is reported and left out, so the next run asks again. Answers are
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import tempfile
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
@@ -26,6 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 from ..errors import ColPaliError
 from ..ingest.render import render_pages
 from ..logging import LOG
+from ..model_calls import CachedModelCalls, answer_text  # noqa: F401  (answer_text re-exported)
 from .extract import TextExtractor, TextLayerExtractor
 
 CAPTION_PROMPT = (
@@ -62,13 +60,6 @@ def parse_caption_qa(answer: str) -> Dict[str, Any]:
     return {'caption': (answer or '').strip(), 'qa': []}
 
 
-def answer_text(answer: Any) -> Any:
-    """LazyLLM chat modules answer a str, or a dict with ``content`` (VLM types): return the text."""
-    if isinstance(answer, dict):
-        return answer.get('content', answer.get('text', ''))
-    return answer
-
-
 def augmentation_text(data: Dict[str, Any]) -> str:
     lines = [data.get('caption', '')]
     for pair in data.get('qa', []):
@@ -87,55 +78,30 @@ class CaptionQAAugmenter(TextExtractor):
         self.llm = llm
         self.num_qa = num_qa
         self.concurrency = max(1, concurrency)
-        self.retries = max(1, retries)
-        self.backoff = backoff
         self.dpi = dpi
         self.max_side = max_side
         self.include_page_text = include_page_text
-        self.model_id = model_id or str(getattr(llm, '_model_name', None) or getattr(llm, 'model_name', None)
-                                        or type(llm).__name__)
         from ..settings import data_home
         self.cache_dir = Path(cache_dir) if cache_dir else data_home() / 'caption_cache'
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.calls = 0            # VLM calls made (retries included): what a rerun must not pay again
+        # cache, retries and the limit on calls in flight: the machinery every VLM step shares
+        self.model_calls = CachedModelCalls(llm, self.cache_dir, model_id=model_id, retries=retries, backoff=backoff,
+                                            concurrency=self.concurrency, error=AugmentationError)
+        self.model_id = self.model_calls.model_id
         self.failures: List[Tuple[str, str]] = []
-        self._count_lock = threading.Lock()
+
+    @property
+    def calls(self) -> int:
+        """VLM calls made (retries included): what a rerun must not pay again."""
+        return self.model_calls.calls
 
     def prompt(self, page_text: str) -> str:
         hint = TEXT_HINT.format(text=page_text[:3000]) if self.include_page_text and page_text else ''
         return CAPTION_PROMPT.format(num_qa=self.num_qa, text_hint=hint)
 
-    def _cache_path(self, image_bytes: bytes, prompt: str) -> Path:
-        key = hashlib.sha256(image_bytes + prompt.encode() + self.model_id.encode()).hexdigest()
-        return self.cache_dir / key[:2] / f'{key}.json'
-
     def describe(self, image_path: str, page_text: str = '') -> Dict[str, Any]:
         """Caption + QA for one page image, from the cache or the VLM (with retries)."""
-        from lazyllm.components.formatter import encode_query_with_filepaths
-
-        prompt = self.prompt(page_text)
-        cache = self._cache_path(Path(image_path).read_bytes(), prompt)
-        if cache.exists():
-            return json.loads(cache.read_text(encoding='utf-8'))
-        last: Exception | None = None
-        for attempt in range(self.retries):
-            with self._count_lock:
-                self.calls += 1
-            try:
-                answer = answer_text(self.llm(encode_query_with_filepaths(prompt, [str(image_path)])))
-                if not isinstance(answer, str) or not answer.strip():
-                    raise AugmentationError(f'empty answer from the VLM ({answer!r})')
-                data = parse_caption_qa(answer)
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix('.tmp')
-                tmp.write_text(json.dumps(data, ensure_ascii=False), encoding='utf-8')
-                tmp.replace(cache)
-                return data
-            except Exception as e:  # network errors, HTTP 5xx, bad answers: all worth a retry
-                last = e
-                if attempt + 1 < self.retries:
-                    time.sleep(self.backoff * 2 ** attempt)
-        raise AugmentationError(f'VLM failed on {image_path} after {self.retries} tries: {last}')
+        return self.model_calls.ask(self.prompt(page_text), [image_path], parse=parse_caption_qa, what=image_path)
 
     def pages(self, path: Path, todo: Optional[Set[int]] = None) -> Iterator[Tuple[int, str]]:
         texts = dict(TextLayerExtractor().pages(path, todo)) if self.include_page_text else {}
