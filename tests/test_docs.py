@@ -62,7 +62,8 @@ def test_readme_links_resolve():
 
 
 def test_readme_stays_a_guide():
-    # the lab notebook (tables of measurements, logs) lives in docs/; the README keeps examples and pointers
+    # the lab notebook (tables of measurements, logs) lives in docs/; the README keeps examples and pointers:
+    # one short section per capability (about 25 lines each, 16 capabilities)
     readme = (ROOT / 'README.md').read_text()
-    assert len(readme.splitlines()) < 320
+    assert len(readme.splitlines()) < 420
     assert readme.count('\n|') < 40
