@@ -11,7 +11,8 @@ from PIL import Image
 
 from ..errors import ModelNotFoundError
 from ..logging import LOG
-from .families import Family, detect_family, get_family
+from .families import Family, get_family
+from .hf_native import detect_family_here, load_native
 from .loading import how_to_fix, resolve_model
 
 _DTYPES = {'float32': torch.float32, 'fp32': torch.float32, 'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16,
@@ -88,18 +89,27 @@ class ColPaliEncoder:
                 self._load()
         return self
 
-    def _load(self) -> None:
+    def _family_of(self, source: str):
+        """The family of ``source`` and the module that holds its model and processor classes."""
         import colpali_engine.models as cm
 
+        return (get_family(self.family_name) if self.family_name else detect_family_here(source)), cm
+
+    def _load(self) -> None:
         source, local_only = resolve_model(self.model_name)
-        family = get_family(self.family_name) if self.family_name else detect_family(source)
         kwargs = dict(torch_dtype=self.dtype, local_files_only=local_only)
         if self.attn_implementation:
             kwargs['attn_implementation'] = self.attn_implementation
-        LOG.info(f'Loading {family.model_class} from {source} on {self.device} ({self.dtype})')
         try:
-            model = getattr(cm, family.model_class).from_pretrained(source, **kwargs)
-            processor = getattr(cm, family.processor_class).from_pretrained(source, local_files_only=local_only)
+            # transformers-format folders (ColQwen2ForRetrieval, ...) load with transformers' own classes
+            native = None if self.family_name else load_native(source, kwargs, local_only)
+            if native is not None:
+                model, processor, family = native[0], native[1], get_family(native[2])
+            else:
+                family, module = self._family_of(source)
+                LOG.info(f'Loading {family.model_class} from {source} on {self.device} ({self.dtype})')
+                model = getattr(module, family.model_class).from_pretrained(source, **kwargs)
+                processor = getattr(module, family.processor_class).from_pretrained(source, local_files_only=local_only)
         except (OSError, ValueError) as e:
             first_line = str(e).splitlines()[0] if str(e) else ''
             raise ModelNotFoundError(f'model {self.model_name!r} could not be loaded as {family.model_class} '
@@ -130,8 +140,14 @@ class ColPaliEncoder:
         return int(self.model.dim)
 
     # -- encoding --------------------------------------------------------------------------------------
+    def _process_images(self, images: list):
+        return self.processor.process_images(images)
+
+    def _process_queries(self, queries: list):
+        return self.processor.process_queries(queries)
+
     def encode_images(self, images: Sequence[Image.Image]) -> List[torch.Tensor]:
-        out = self._encode(list(images), self.processor.process_images, self.batch_size)
+        out = self._encode(list(images), self._process_images, self.batch_size)
         if self.pool_factor > 1:
             from colpali_engine.compression.token_pooling import HierarchicalTokenPooler
 
@@ -142,14 +158,14 @@ class ColPaliEncoder:
     def encode_queries(self, queries: Sequence[str]) -> List[torch.Tensor]:
         queries = list(queries)
         if self.query_cache_size <= 0:
-            return self._encode(queries, self.processor.process_queries, self.query_batch_size)
+            return self._encode(queries, self._process_queries, self.query_batch_size)
         with self._lock:
             found = {q: self._query_cache[q] for q in queries if q in self._query_cache}
             for q in found:
                 self._query_cache.move_to_end(q)
         missing = list(dict.fromkeys(q for q in queries if q not in found))
         if missing:
-            fresh = dict(zip(missing, self._encode(missing, self.processor.process_queries, self.query_batch_size)))
+            fresh = dict(zip(missing, self._encode(missing, self._process_queries, self.query_batch_size)))
             found.update(fresh)
             with self._lock:
                 self._query_cache.update(fresh)
@@ -157,17 +173,24 @@ class ColPaliEncoder:
                     self._query_cache.popitem(last=False)
         return [found[q].clone() for q in queries]   # callers may modify what they get
 
+    def encode_texts(self, texts: Sequence[str]) -> List[torch.Tensor]:
+        """Token vectors of plain text through the model's text path (no query prefix or augmentation tokens):
+        a page's context text (ingest/context.py)."""
+        return self._encode(list(texts), self.processor.process_texts, self.query_batch_size)
+
     def _encode(self, items: list, process: Callable, batch_size: int) -> List[torch.Tensor]:
-        model = self.model
         results: List[torch.Tensor] = []
         for start in range(0, len(items), batch_size):
             batch = process(items[start:start + batch_size]).to(self.device)
             with torch.inference_mode():
-                embeddings = model(**batch)
-            mask = batch['attention_mask'].bool()
-            # Padding rows are zeroed by the model; drop them so stored pages hold real tokens only.
-            results.extend(e[m].float().cpu() for e, m in zip(embeddings, mask))
+                results.extend(self._outputs(batch))
         return results
+
+    def _outputs(self, batch) -> List[torch.Tensor]:
+        embeddings = self.model(**batch)
+        mask = batch['attention_mask'].bool()
+        # Padding rows are zeroed by the model; drop them so stored pages hold real tokens only.
+        return [e[m].float().cpu() for e, m in zip(embeddings, mask)]
 
 
 def quantize_language_tower(model: torch.nn.Module) -> torch.nn.Module:
