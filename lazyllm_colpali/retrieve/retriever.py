@@ -192,11 +192,17 @@ class MaxSimRetriever:
             return None
         return [position[p] for p in chosen if p in position]
 
-    def search_vectors(self, query: torch.Tensor, topk_: int = 5, filters: Filters = None) -> List[SearchHit]:
+    def search_vectors(self, query: torch.Tensor, topk_: int = 5, filters: Filters = None,
+                       page_ids: Optional[Sequence[str]] = None) -> List[SearchHit]:
+        """Top pages by exact MaxSim. ``page_ids``: score only these candidates (e.g. a dense arm's top pages,
+        already filtered), instead of this retriever's own mode."""
         if query.ndim != 2 or query.shape[0] == 0:
             raise EmptyQueryError('the query produced no vectors; give a non-empty query')
         source, scoring, position = self._collection()
-        indices = self._page_indices(query, source, position, filters)
+        if page_ids is None:
+            indices = self._page_indices(query, source, position, filters)
+        else:
+            indices = [position[p] for p in page_ids if p in position]
         if len(source) == 0 or indices == []:
             return []
         # The rerank scores the chosen pages in place (no copy of their tokens).
@@ -205,10 +211,14 @@ class MaxSimRetriever:
         # its commit steps) or already deleted (another machine) is skipped, and the next one takes its place.
         values, order = topk(scores, 2 * topk_ + 8)
         ids = source.page_ids if indices is None else [source.page_ids[i] for i in indices]
-        chosen = [ids[int(i)] for i in order]
-        records = self.store.records(chosen)
-        hits = [SearchHit(page_id=r.page_id, doc_id=r.doc_id, source=r.source, file_name=r.file_name,
-                          page=r.page_number, score=float(v), image_path=r.image_path, metadata=r.metadata,
-                          image_key=r.image_key)
-                for v, r in ((v, records[p]) for v, p in zip(values.tolist(), chosen) if p in records)]
-        return hits[:topk_]
+        return hits_for(self.store, [(ids[int(i)], v) for i, v in zip(order, values.tolist())], topk_)
+
+
+def hits_for(store: MultiVectorStore, scored: Sequence[Tuple[str, float]], topk_: int) -> List[SearchHit]:
+    """``SearchHit``s for ``(page_id, score)`` pairs, best first; pages without a visible row are skipped."""
+    records = store.records([p for p, _ in scored])
+    hits = [SearchHit(page_id=r.page_id, doc_id=r.doc_id, source=r.source, file_name=r.file_name,
+                      page=r.page_number, score=float(v), image_path=r.image_path, metadata=r.metadata,
+                      image_key=r.image_key)
+            for v, r in ((v, records[p]) for p, v in scored if p in records)]
+    return hits[:topk_]
