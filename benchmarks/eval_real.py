@@ -89,6 +89,8 @@ def main(argv=None) -> dict:
     parser.add_argument('--arms', default='text-layer,text,layout,mineru')
     parser.add_argument('--ocr', action='store_true', help='add the OCR-every-page arm (about 10 s a page)')
     parser.add_argument('--workdir', default=None, help='keep indexes here and reuse them')
+    parser.add_argument('--model', default='tiny:colpali', help='the colpali / colpali+context arms\' model')
+    parser.add_argument('--dense-model', default=None, help='the dense arm\'s single-vector model')
     parser.add_argument('--out', default='benchmarks/results/eval_real.json')
     args = parser.parse_args(argv)
     arms = [a for a in args.arms.split(',') if a] + (['ocr'] if args.ocr else [])
@@ -104,7 +106,7 @@ def main(argv=None) -> dict:
             dataset = EvalDataset(name, corpus, {q: text for q, (_, text, _) in queries.items()}, qrels)
             dataset.validate()
             workdir = Path(args.workdir) / name if args.workdir else None
-            report = run_eval(dataset, arms, topk=10, workdir=workdir)
+            report = run_eval(dataset, arms, topk=10, workdir=workdir, model=args.model, dense_model=args.dense_model)
             table = format_table(report)
             kinds = by_kind(report, queries, qrels)
             print(table)

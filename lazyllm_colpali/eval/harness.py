@@ -3,8 +3,10 @@
 Arms: ``colpali`` (visual MaxSim), ``text`` (text layer + OCR for scans, BM25), ``text-layer`` (the PDF text
 layer alone, BM25: the plain text-RAG baseline), ``ocr`` (OCR on every page),
 ``layout`` (offline layout parsing to Markdown: rapid-layout regions + text layer or OCR, BM25), ``mineru``
-(MinerU's model-free tier, when installed), ``caption`` (VLM caption + QA, BM25; needs a chat module) and
-``hybrid`` (reciprocal rank fusion of the visual arm with the text arms that ran). Each arm reports ranx
+(MinerU's model-free tier, when installed), ``caption`` (VLM caption + QA, BM25; needs a chat module),
+``dense`` (one vector per page from a visual bi-encoder, ``dense_model``; Milvus's own search),
+``colpali+context`` (the visual arm whose pages also hold their context text's token vectors) and ``hybrid``
+(reciprocal rank fusion of every other arm that ran, at least two). Each arm reports ranx
 metrics, query latency p50/p95, indexing seconds per page and bytes per page. An arm that cannot run here
 (no model, no VLM, no MinerU) is reported with its reason instead of stopping the others.
 """
@@ -34,6 +36,7 @@ class ArmResult:
     index_seconds: float = float('nan')
     index_s_per_page: float = float('nan')
     bytes_per_page: float = float('nan')
+    index_bytes_per_page: float = float('nan')   # bytes/page without page images: what the index itself costs
     pages: int = 0
     error: Optional[str] = None
     note: str = ''
@@ -67,17 +70,37 @@ class _Arm:
         return self.index.search(query, topk)
 
 
-def _visual_arm(workdir: Path, model: str, device: str) -> _Arm:
+def _visual_arm(workdir: Path, model: str, device: str, context: bool = False) -> _Arm:
     from ..indexer import ColPaliIndex
     from ..models.encoder import ColPaliEncoder
     from ..retrieve.retriever import MaxSimRetriever
     from ..store.milvus_store import MilvusMultiVectorStore
 
     encoder = ColPaliEncoder(model, device=device)
-    store = MilvusMultiVectorStore(str(workdir / 'colpali.db'), 'eval_pages', dim=encoder.dim)
-    index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode='exact'))
+    name = 'colpali+context' if context else 'colpali'
+    # one Lite file per arm: its size is the arm's Milvus bytes
+    store = MilvusMultiVectorStore(str(workdir / ('colpali_context.db' if context else 'colpali.db')),
+                                   'eval_pages', dim=encoder.dim)
+    from ..ingest.context import PageContext
+
+    index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode='exact'),
+                         context=PageContext() if context else None)
     note = 'random tiny model: ranking meaningless' if model.startswith('tiny:') else ''
-    return _Arm('colpali', index, store.close, note)
+    return _Arm(name, index, store.close, note)
+
+
+def _dense_arm(workdir: Path, dense_model: Optional[str], device: str) -> _Arm:
+    from ..dense import DenseIndex
+    from ..models.dense import DenseEncoder
+    from ..store.milvus_store import MilvusMultiVectorStore
+
+    if not dense_model:
+        raise ColPaliError('the dense arm needs a single-vector model: --dense-model NAME_OR_FOLDER '
+                           '(e.g. tiny:biqwen2 offline)')
+    encoder = DenseEncoder(dense_model, device=device)
+    store = MilvusMultiVectorStore(str(workdir / 'dense.db'), 'eval_pages_dense', dim=encoder.dim)
+    note = 'random tiny model: ranking meaningless' if dense_model.startswith('tiny:') else ''
+    return _Arm('dense', DenseIndex(encoder, store), store.close, note)
 
 
 def _text_arm(name: str, workdir: Path, extractor: Any, note: str = '') -> _Arm:
@@ -87,15 +110,17 @@ def _text_arm(name: str, workdir: Path, extractor: Any, note: str = '') -> _Arm:
     return _Arm(name, index, index.close, note)
 
 
-def _storage(arm: _Arm) -> int:
-    return int(sum(arm.index.store.storage_bytes().values()) if arm.name == 'colpali'
-               else sum(arm.index.storage_bytes().values()))
+def _storage(arm: _Arm) -> Dict[str, int]:
+    # visual and dense arms keep a store (Milvus + vectors + page images); text arms are their own store
+    store = getattr(arm.index, 'store', None)
+    return (store if hasattr(store, 'storage_bytes') else arm.index).storage_bytes()
 
 
 def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: int = 10,
              model: str = 'tiny:colpali', device: str = 'cpu', vlm: Optional[Callable] = None,
              workdir: Optional[str | Path] = None, hybrid_weights: Optional[Dict[str, float]] = None,
-             rrf_k: int = 60, metrics: Sequence[str] = DEFAULT_METRICS) -> EvalReport:
+             rrf_k: int = 60, metrics: Sequence[str] = DEFAULT_METRICS,
+             dense_model: Optional[str] = None) -> EvalReport:
     unknown = [a for a in arms if a not in ALL_ARMS]
     if unknown:
         raise ValueError(f'unknown arms {unknown}; choose from {", ".join(ALL_ARMS)}')
@@ -112,7 +137,7 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
             result = ArmResult(name)
             results.append(result)
             try:
-                arm = _make_arm(name, workdir, model, device, vlm)
+                arm = _make_arm(name, workdir, model, device, vlm, dense_model)
             except (ColPaliError, ImportError) as e:
                 result.error = str(e).splitlines()[0]
                 LOG.warning(f'eval: arm {name} skipped: {result.error}')
@@ -134,11 +159,14 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
     return EvalReport(dataset.name, topk, len(dataset.queries), n_pages, model, results, tuple(metrics))
 
 
-def _make_arm(name: str, workdir: Path, model: str, device: str, vlm: Optional[Callable]) -> _Arm:
+def _make_arm(name: str, workdir: Path, model: str, device: str, vlm: Optional[Callable],
+              dense_model: Optional[str] = None) -> _Arm:
     from ..text.extract import MinerUExtractor, get_extractor
 
-    if name == 'colpali':
-        return _visual_arm(workdir, model, device)
+    if name in ('colpali', 'colpali+context'):
+        return _visual_arm(workdir, model, device, context=name == 'colpali+context')
+    if name == 'dense':
+        return _dense_arm(workdir, dense_model, device)
     if name in ('text', 'text-layer', 'ocr', 'layout'):
         return _text_arm(name, workdir, get_extractor({'text': 'auto'}.get(name, name)))
     if name == 'mineru':
@@ -167,7 +195,9 @@ def _index_arm(arm: _Arm, dataset: EvalDataset, result: ArmResult, stats: Dict[s
     timing = stats.get(arm.name, {'seconds': elapsed, 'pages': max(1, report.added_pages)})
     result.index_seconds = timing['seconds']
     result.index_s_per_page = timing['seconds'] / max(1, timing['pages'])
-    result.bytes_per_page = _storage(arm) / max(1, result.pages)
+    storage = _storage(arm)
+    result.bytes_per_page = sum(storage.values()) / max(1, result.pages)
+    result.index_bytes_per_page = sum(v for k, v in storage.items() if k != 'images') / max(1, result.pages)
 
 
 def _query_arm(search: Callable, dataset: EvalDataset, topk: int, result: ArmResult,
@@ -199,8 +229,9 @@ def _hybrid(built: Dict[str, _Arm], dataset: EvalDataset, topk: int, weights: Op
 
     result = ArmResult('hybrid')
     members = {name: arm for name, arm in built.items() if name != 'hybrid'}
-    if 'colpali' not in members or len(members) < 2:
-        result.error = 'needs the colpali arm and at least one text arm'
+    if len(members) < 2:
+        ran = ', '.join(members) or 'none'
+        result.error = f'needs at least two other arms that ran (ran: {ran})'
         return result
     retriever = HybridRetriever({name: _SearchModule(arm) for name, arm in members.items()},
                                 weights={k: v for k, v in (weights or {}).items() if k in members},
@@ -209,6 +240,7 @@ def _hybrid(built: Dict[str, _Arm], dataset: EvalDataset, topk: int, weights: Op
     # Serving a hybrid means building and storing every member arm.
     result.index_s_per_page = sum(arm.index_s_per_page for arm in member_results)
     result.bytes_per_page = sum(arm.bytes_per_page for arm in member_results)
+    result.index_bytes_per_page = sum(arm.index_bytes_per_page for arm in member_results)
     _query_arm(lambda q, k: retriever.search(q, topk=k), dataset, topk, result, metrics)
     return result
 

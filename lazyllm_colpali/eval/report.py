@@ -28,7 +28,7 @@ def _size(n: float) -> str:
 
 def format_table(report: EvalReport) -> str:
     header = ['arm', *(_LABELS.get(m, m) for m in report.metrics), 'p50 ms', 'p95 ms', 'index s/page',
-              'bytes/page', 'note']
+              'bytes/page', 'index bytes/page', 'note']
     rows: List[List[str]] = []
     for arm in report.arms:
         if arm.error:
@@ -36,7 +36,7 @@ def format_table(report: EvalReport) -> str:
             continue
         rows.append([arm.arm, *(_fmt(arm.metrics.get(m)) for m in report.metrics), _fmt(arm.latency_p50_ms, 1),
                      _fmt(arm.latency_p95_ms, 1), _fmt(arm.index_s_per_page, 3), _size(arm.bytes_per_page),
-                     arm.note])
+                     _size(arm.index_bytes_per_page), arm.note])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda cells: '| ' + ' | '.join(c.ljust(w) for c, w in zip(cells, widths)) + ' |'  # noqa: E731
     title = (f'{report.dataset}: {report.n_queries} queries, {report.n_pages} pages, top-{report.topk}, '
