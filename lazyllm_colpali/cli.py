@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--workdir', default=None, help='keep the arms\' indexes here and reuse them (default: a '
                                                    'temporary folder, removed afterwards)')
     p.add_argument('--hybrid-weights', default=None, help='RRF weights, e.g. colpali=1,text=0.5')
+    p.add_argument('--hybrid-arms', default=None, help='the arms hybrid fuses, e.g. colpali,text (default: every '
+                                                       'other arm in --arms)')
     _add_vlm_args(p)
     _add_model_args(p)
     _add_dense_args(p)
@@ -353,8 +355,16 @@ def _index_arm(args, dense: bool) -> int:
 
 def _open_dense_index(args, stack):
     from .dense import DenseIndex
+    from .errors import StoreError
 
-    store = stack.enter_context(_store(args, create=False, collection=_dense_name(args)))
+    try:
+        store = stack.enter_context(_store(args, create=False, collection=_dense_name(args)))
+    except StoreError as e:
+        if 'does not exist' not in str(e):
+            raise
+        raise SystemExit(f'error: no dense arm in {args.db or "the default --db"}: collection {_dense_name(args)!r} '
+                         f'does not exist; build it with `lazyllm-colpali index PATH --dense-model M` (same --db, '
+                         f'--collection)') from None
     encoder = _dense_encoder(args, model=args.dense_model or (store.model_info() or {}).get('name'))
     store.check_dim(encoder.dim)
     return DenseIndex(encoder, store, progress=False, allow_model_change=args.allow_model_change)
@@ -438,8 +448,8 @@ def cmd_delete(args) -> int:
             return 2
         for store in stores:
             pages = store.delete_docs(args.doc_ids)
-            print(f'deleted {len(args.doc_ids)} documents ({pages} pages) from [{store.collection}]; '
-                  f'{store.count()} pages left')
+            where = f' from [{store.collection}]' if len(stores) > 1 else ''
+            print(f'deleted {len(args.doc_ids)} documents ({pages} pages){where}; {store.count()} pages left')
     return 0
 
 
@@ -633,7 +643,8 @@ def cmd_eval(args) -> int:
         start = time.perf_counter()
         report = run_eval(dataset, arms, topk=args.topk, model=args.model or default_model(),
                           device='cuda' if args.device.startswith('cuda') else 'cpu', vlm=vlm,
-                          workdir=args.workdir, hybrid_weights=weights, dense_model=args.dense_model)
+                          workdir=args.workdir, hybrid_weights=weights, dense_model=args.dense_model,
+                          hybrid_arms=[a.strip() for a in args.hybrid_arms.split(',')] if args.hybrid_arms else None)
         seconds = time.perf_counter() - start
     finally:
         if server is not None:

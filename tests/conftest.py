@@ -1,12 +1,26 @@
 """Shared fixtures: an offline environment, tiny real models built from configs, real generated PDFs."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / 'shared' / 'corpus' / 'real'
+
+
+def _real_corpus() -> Path:
+    # $LAZYLLM_COLPALI_CORPUS, else shared/corpus/real beside the checkout or beside a folder above it (a
+    # worktree at /work/wt/X finds /work/shared/corpus/real like /work/main does)
+    if os.environ.get('LAZYLLM_COLPALI_CORPUS'):
+        return Path(os.environ['LAZYLLM_COLPALI_CORPUS'])
+    for folder in ROOT.parents:
+        if (folder / 'shared' / 'corpus' / 'real').is_dir():
+            return folder / 'shared' / 'corpus' / 'real'
+    return ROOT.parent / 'shared' / 'corpus' / 'real'
+
+
+CORPUS = _real_corpus()
 
 
 from tests.helpers.pdfs import make_bad_files, make_text_pdf

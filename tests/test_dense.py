@@ -130,8 +130,9 @@ def test_dense_arm_on_a_server_seen_from_another_machine(server_uri, dense_encod
         assert index_a.add([pdf_dir]).added_pages == 6
         query = 'Warranty terms'
         q = dense_encoder.encode_queries([query])[0][0]
-        stored = a.vectors.get(a.page_ids())
+        stored = a.vectors.get(list(a.vectors.page_lengths()))   # what A wrote (Milvus listings may lag)
         exact = {p: float(v.float()[0] @ q) for p, v in stored.items()}
+        assert len(exact) == 6
         # machine B: its own (empty) data dir, the same server and shared folder
         b = MilvusMultiVectorStore(server_uri, collection, data_dir=tmp_path / 'b', shared_dir=shared)
         index_b = DenseIndex(dense_encoder, b, progress=False)
@@ -211,3 +212,19 @@ def test_cli_dense_arm_index_search_delete_check(pdf_dir, tmp_path):
     # no dense model recorded and none given: one clear line
     out = _cli('search', 'x', '--db', db, '--arm', 'dense', '--collection', 'other')
     assert out.returncode != 0 and 'error:' in out.stderr
+
+
+def test_dense_arm_as_a_lazyllm_component_fused_with_a_text_arm(pdf_dir, tmp_path):
+    from lazyllm.tools.rag.doc_node import ImageDocNode
+
+    from lazyllm_colpali.pipelines import dense_arm, hybrid_arm, text_arm
+
+    dense = dense_arm(pdf_dir, model='tiny:biqwen2', db=str(tmp_path / 'dense.db'), topk=3)
+    nodes = dense('Replace the filter every month', filters={'file': 'manual.pdf'})
+    assert len(nodes) == 3 and all(isinstance(n, ImageDocNode) for n in nodes)
+    assert {n.metadata['file_name'] for n in nodes} == {'manual.pdf'}
+    assert dense.doc.index.store.collection.endswith('_dense')
+    fused = hybrid_arm(dense, text_arm(pdf_dir, extractor='text-layer', workdir=str(tmp_path / 'text')), topk=2)
+    hits = fused.search('Replace the filter every month')
+    assert hits[0].file_name == 'manual.pdf' and set(hits[0].metadata['ranks']) == {'dense', 'text-layer'}
+    dense.doc.close()

@@ -35,6 +35,10 @@ def test_hybrid_fuses_any_two_arms_without_a_visual_model(sample_dataset, tmp_pa
     arms = {a.arm: a for a in report.arms}
     assert arms['hybrid'].error is None and arms['hybrid'].note == 'RRF of text-layer+dense'
     assert 0 < arms['hybrid'].metrics['ndcg@10'] <= 1
+    # --hybrid-arms picks the members
+    report = run_eval(sample_dataset, ['text-layer', 'dense', 'hybrid'], dense_model='tiny:biqwen2',
+                      workdir=tmp_path, hybrid_arms=['dense'])
+    assert 'at least two' in report.arms[-1].error
     # the dense arm without a model is one clear reason, and the hybrid then has too few arms
     report = run_eval(sample_dataset, ['text-layer', 'dense', 'hybrid'], workdir=tmp_path / 'b')
     arms = {a.arm: a for a in report.arms}

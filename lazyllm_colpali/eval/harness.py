@@ -120,8 +120,9 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
              model: str = 'tiny:colpali', device: str = 'cpu', vlm: Optional[Callable] = None,
              workdir: Optional[str | Path] = None, hybrid_weights: Optional[Dict[str, float]] = None,
              rrf_k: int = 60, metrics: Sequence[str] = DEFAULT_METRICS,
-             dense_model: Optional[str] = None) -> EvalReport:
-    unknown = [a for a in arms if a not in ALL_ARMS]
+             dense_model: Optional[str] = None, hybrid_arms: Optional[Sequence[str]] = None) -> EvalReport:
+    """``hybrid_arms``: which arms ``hybrid`` fuses (default: every other arm that ran)."""
+    unknown = [a for a in list(arms) + list(hybrid_arms or ()) if a not in ALL_ARMS or a == 'hybrid']
     if unknown:
         raise ValueError(f'unknown arms {unknown}; choose from {", ".join(ALL_ARMS)}')
     own_tmp = workdir is None
@@ -148,8 +149,9 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
             n_pages = max(n_pages, result.pages)
             _query_arm(arm.search, dataset, topk, result, metrics)
         if 'hybrid' in arms:
-            members = [r for r in results if r.arm in built]
-            results.append(_hybrid(built, dataset, topk, hybrid_weights, rrf_k, metrics, members))
+            chosen = {k: v for k, v in built.items() if not hybrid_arms or k in hybrid_arms}
+            members = [r for r in results if r.arm in chosen]
+            results.append(_hybrid(chosen, dataset, topk, hybrid_weights, rrf_k, metrics, members))
         stats_file.write_text(json.dumps(stats, indent=1))
     finally:
         for arm in built.values():
