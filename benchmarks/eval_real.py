@@ -26,8 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lazyllm_colpali.eval import EvalDataset, format_table, run_eval  # noqa: E402
 from lazyllm_colpali.eval.metrics import evaluate_run  # noqa: E402
 
-REAL = next((p / 'shared' / 'corpus' / 'real' for p in Path(__file__).resolve().parents
-             if (p / 'shared' / 'corpus' / 'real').is_dir()), Path(__file__).resolve().parents[2] / 'shared' / 'corpus' / 'real')
+# ../shared/corpus/real of the checkout, or of a folder above it (a worktree at /work/wt/X)
+_CORPUS = Path('shared') / 'corpus' / 'real'
+REAL = next((p / _CORPUS for p in Path(__file__).resolve().parents if (p / _CORPUS).is_dir()),
+            Path(__file__).resolve().parents[2] / _CORPUS)
 RAG, COLPALI, SCAN_EN = 'arxiv_2005.11401v4_rag.pdf', 'arxiv_2407.01449v6_colpali_p1-5.pdf', 'en_image_only.pdf'
 REPORT, BOOK = 'zh_research_report.pdf', 'zh_scanned_book.pdf'
 

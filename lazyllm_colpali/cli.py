@@ -601,7 +601,8 @@ def _reencode(args, store, report):
     except ModelNotFoundError as e:
         print(f'cannot re-encode {len(report["needs_encoding"])} pages: {e}', file=sys.stderr)
         return report
-    restored = (DenseIndex if dense else ColPaliIndex)(encoder, store, progress=False).reencode(report['needs_encoding'])
+    index = (DenseIndex if dense else ColPaliIndex)(encoder, store, progress=False)
+    restored = index.reencode(report['needs_encoding'])
     print(f're-encoded {restored} pages from their source files')
     after = store.check(repair=True)
     after['reclaimed_vector_rows'] += report['reclaimed_vector_rows']
@@ -622,9 +623,15 @@ def cmd_eval(args) -> int:
     from pathlib import Path
 
     from .eval import build_sample, format_table, from_parts, load_dataset, run_eval, write_chart, write_json
-    from .settings import data_home, default_model
+    from .settings import ALL_ARMS, data_home, default_model
     from .vlm import make_vlm
 
+    arms = [a.strip() for a in args.arms.split(',') if a.strip()]
+    hybrid_arms = [a.strip() for a in args.hybrid_arms.split(',') if a.strip()] if args.hybrid_arms else None
+    unknown = [a for a in arms + (hybrid_arms or []) if a not in ALL_ARMS]
+    if unknown:
+        raise SystemExit(f'error: unknown arm {unknown[0]!r} in --arms/--hybrid-arms; choose from '
+                         f'{", ".join(ALL_ARMS)}')
     if args.sample:
         dataset = build_sample(data_home() / 'sample_dataset')
     elif args.dataset:
@@ -633,7 +640,6 @@ def cmd_eval(args) -> int:
         if not (args.queries and args.qrels):
             raise SystemExit('error: --corpus needs --queries and --qrels')
         dataset = from_parts(args.corpus, args.queries, args.qrels)
-    arms = [a.strip() for a in args.arms.split(',') if a.strip()]
     weights = dict((k, float(v)) for k, v in (kv.split('=') for kv in args.hybrid_weights.split(','))) \
         if args.hybrid_weights else None
     vlm = server = None
@@ -644,7 +650,7 @@ def cmd_eval(args) -> int:
         report = run_eval(dataset, arms, topk=args.topk, model=args.model or default_model(),
                           device='cuda' if args.device.startswith('cuda') else 'cpu', vlm=vlm,
                           workdir=args.workdir, hybrid_weights=weights, dense_model=args.dense_model,
-                          hybrid_arms=[a.strip() for a in args.hybrid_arms.split(',')] if args.hybrid_arms else None)
+                          hybrid_arms=hybrid_arms)
         seconds = time.perf_counter() - start
     finally:
         if server is not None:

@@ -29,6 +29,7 @@ from typing import List, Optional
 
 import torch
 
+from .errors import ColPaliError
 from .indexer import ColPaliIndex, check_query
 from .retrieve.retriever import SearchHit, hits_for
 from .store.base import Filters
@@ -60,6 +61,9 @@ class DenseIndex(ColPaliIndex):
     and Milvus's dense search: the same incremental, resumable ingestion, versions and re-encoding."""
 
     def __init__(self, encoder, store, **kwargs):
+        if kwargs.get('context') is not None:
+            raise ColPaliError('context vectors extend multi-vector pages (the visual arm); a dense page is one '
+                               'vector')
         kwargs.setdefault('retriever', DenseRetriever(store))
         super().__init__(encoder, store, **kwargs)
 

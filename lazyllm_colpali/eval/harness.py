@@ -122,7 +122,8 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
              rrf_k: int = 60, metrics: Sequence[str] = DEFAULT_METRICS,
              dense_model: Optional[str] = None, hybrid_arms: Optional[Sequence[str]] = None) -> EvalReport:
     """``hybrid_arms``: which arms ``hybrid`` fuses (default: every other arm that ran)."""
-    unknown = [a for a in list(arms) + list(hybrid_arms or ()) if a not in ALL_ARMS or a == 'hybrid']
+    unknown = [a for a in arms if a not in ALL_ARMS] + [a for a in hybrid_arms or () if a not in ALL_ARMS or
+                                                         a == 'hybrid']
     if unknown:
         raise ValueError(f'unknown arms {unknown}; choose from {", ".join(ALL_ARMS)}')
     own_tmp = workdir is None

@@ -176,7 +176,11 @@ class ColPaliEncoder:
     def encode_texts(self, texts: Sequence[str]) -> List[torch.Tensor]:
         """Token vectors of plain text through the model's text path (no query prefix or augmentation tokens):
         a page's context text (ingest/context.py)."""
-        return self._encode(list(texts), self.processor.process_texts, self.query_batch_size)
+        process = getattr(self.processor, 'process_texts', None)
+        if process is None:   # transformers' processors have none: the bare tokenizer
+            def process(batch):
+                return self.processor.tokenizer(batch, return_tensors='pt', padding='longest')
+        return self._encode(list(texts), process, self.query_batch_size)
 
     def _encode(self, items: list, process: Callable, batch_size: int) -> List[torch.Tensor]:
         results: List[torch.Tensor] = []

@@ -147,7 +147,8 @@ def detect_family_here(source: str):
             raise
         found = inspect_checkpoint(folder)
         hint = ''
-        if any(is_dense_family(a) for a in found.architectures) or 'Qwen2VLForConditionalGeneration' in found.architectures:
+        dense = any(is_dense_family(a) for a in found.architectures)
+        if dense or 'Qwen2VLForConditionalGeneration' in found.architectures:
             hint = ' It is a single-vector (dense) model: use it with --dense-model for the dense arm.'
         raise UnsupportedModelError(f'{e}. Found in {folder}: {found.describe()}.{hint}') from None
 
@@ -181,7 +182,7 @@ def to_transformers_format(family: str, model: torch.nn.Module, processor: Any) 
         config = transformers.ColPaliConfig(vlm_config=model.config.to_dict(), embedding_dim=model.dim)
         native = transformers.ColPaliForRetrieval(config)
         native.vlm.load_state_dict(model.model.state_dict(), strict=True)
-        out_processor = transformers.ColPaliProcessor(image_processor=processor.image_processor,
-                                                      tokenizer=processor.tokenizer, query_prefix=processor.query_prefix)
+        out_processor = transformers.ColPaliProcessor(
+            image_processor=processor.image_processor, tokenizer=processor.tokenizer, query_prefix=processor.query_prefix)
     native.embedding_proj_layer.load_state_dict(model.custom_text_proj.state_dict(), strict=True)
     return native.eval(), out_processor

@@ -123,7 +123,8 @@ def _colqwen(version: str, kind: str = 'col') -> ModelAndProcessor:
     import transformers
     from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
 
-    classes = {('2', 'col'): (cm.ColQwen2, cm.ColQwen2Processor), ('2.5', 'col'): (cm.ColQwen2_5, cm.ColQwen2_5_Processor),
+    classes = {('2', 'col'): (cm.ColQwen2, cm.ColQwen2Processor),
+               ('2.5', 'col'): (cm.ColQwen2_5, cm.ColQwen2_5_Processor),
                ('2', 'bi'): (cm.BiQwen2, cm.BiQwen2Processor), ('2.5', 'bi'): (cm.BiQwen2_5, cm.BiQwen2_5_Processor),
                ('2', 'vlm'): (transformers.Qwen2VLForConditionalGeneration, transformers.Qwen2VLProcessor)}
     model_cls, processor_cls = classes[(version, kind)]
