@@ -195,8 +195,13 @@ def _open_store(args, dim: Optional[int] = None, create: bool = True, collection
     from .store.milvus_store import MilvusMultiVectorStore
 
     shared = getattr(args, 'shared_dir', None) or os.environ.get('LAZYLLM_COLPALI_SHARED_DIR') or None
+    data_dir = args.data_dir
+    if collection and collection != (args.collection or DEFAULT_COLLECTION):   # the dense arm's own folders
+        from .dense import dense_dirs
+
+        data_dir, shared = dense_dirs(collection, data_dir, shared)
     return MilvusMultiVectorStore(args.db, collection or args.collection or DEFAULT_COLLECTION, dim=dim,
-                                  data_dir=args.data_dir, shared_dir=shared, create=create)
+                                  data_dir=data_dir, shared_dir=shared, create=create)
 
 
 @contextmanager
@@ -528,10 +533,14 @@ def cmd_serve(args) -> int:
               'documents', file=sys.stderr)
     dense = args.arm == 'dense'
     encoder = _dense_encoder(args) if dense else _encoder(args)   # a missing model fails here, before the UI starts
+    data_dir, shared_dir = args.data_dir, args.shared_dir or os.environ.get('LAZYLLM_COLPALI_SHARED_DIR')
+    if dense:
+        from .dense import dense_dirs
+
+        data_dir, shared_dir = dense_dirs(_dense_name(args), data_dir, shared_dir)
     doc = ColPaliDocument(None, embed=ColPaliEmbed(encoder=encoder), db=args.db or default_db(),
                           collection=_dense_name(args) if dense else args.collection or DEFAULT_COLLECTION,
-                          dense=dense, data_dir=args.data_dir,
-                          shared_dir=args.shared_dir or os.environ.get('LAZYLLM_COLPALI_SHARED_DIR'), progress=False)
+                          dense=dense, data_dir=data_dir, shared_dir=shared_dir, progress=False)
     pages = doc.index.store.count()
     vlm = server = None
     if args.vlm_url or args.vlm_model:

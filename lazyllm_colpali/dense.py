@@ -25,7 +25,9 @@ built over the same pages (same page ids) and used together: :class:`DenseThenMa
 """
 from __future__ import annotations
 
-from typing import List, Optional
+import os
+from pathlib import Path
+from typing import List, Optional, Union
 
 import torch
 
@@ -35,11 +37,23 @@ from .retrieve.retriever import SearchHit, hits_for
 from .store.base import Filters
 
 DENSE_SUFFIX = '_dense'
+PathLike = Union[str, os.PathLike]
 
 
 def dense_collection(collection: str) -> str:
     """The collection that holds the dense arm of ``collection``."""
     return collection if collection.endswith(DENSE_SUFFIX) else f'{collection}{DENSE_SUFFIX}'
+
+
+def dense_dirs(collection: str, data_dir: Optional[PathLike], shared_dir: Optional[PathLike]) -> tuple:
+    """Folders of the dense collection when the user named the visual arm's: a sub-folder of each, so the two
+    collections never share a vector file (different dims) or an image folder (``check --repair`` on one would
+    reclaim the other's images as unreferenced). None stays None (each collection's default folder).
+
+    >>> dense_dirs('pages_dense', '/data/cache', None)
+    (PosixPath('/data/cache/pages_dense'), None)
+    """
+    return tuple(Path(d) / collection if d else None for d in (data_dir, shared_dir))
 
 
 class DenseRetriever:

@@ -228,3 +228,20 @@ def test_dense_arm_as_a_lazyllm_component_fused_with_a_text_arm(pdf_dir, tmp_pat
     hits = fused.search('Replace the filter every month')
     assert hits[0].file_name == 'manual.pdf' and set(hits[0].metadata['ranks']) == {'dense', 'text-layer'}
     dense.doc.close()
+
+
+def test_cli_both_arms_with_one_data_dir_and_shared_dir_keep_their_own_files(pdf_dir, tmp_path):
+    # --data-dir / --shared-dir name the visual arm's folders; the dense arm gets sub-folders of them, so the two
+    # never share a vector file (different dims) and repairing one never reclaims the other's page images
+    from tests.helpers.pdfs import make_text_pdf
+
+    folders = ['--db', tmp_path / 'c.db', '--data-dir', tmp_path / 'cache', '--shared-dir', tmp_path / 'shared']
+    out = _cli('index', pdf_dir, '--model', 'tiny:colpali', '--dense-model', 'tiny:biqwen2', *folders)
+    assert out.returncode == 0 and out.stdout.count('6 pages added') == 2, out.stderr
+    make_text_pdf(tmp_path / 'later' / 'visual only.pdf', ['Indexed by the visual arm alone.'])
+    assert _cli('index', tmp_path / 'later', '--model', 'tiny:colpali', *folders).returncode == 0
+    assert (tmp_path / 'cache' / 'colpali_pages_dense' / 'vectors').is_dir()
+    out = _cli('check', '--repair', *folders)
+    assert out.returncode == 0 and out.stdout.count('consistent') == 2, out.stdout + out.stderr
+    out = _cli('check', *folders)   # the visual-only document's page image is still there
+    assert out.returncode == 0 and 'missing_images' not in out.stdout, out.stdout + out.stderr

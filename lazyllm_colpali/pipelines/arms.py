@@ -48,11 +48,14 @@ def dense_arm(dataset_path: Paths, model: str, db: Optional[str] = None, topk: i
               collection: str = DEFAULT_COLLECTION, **document_kwargs: Any) -> ColPaliRetriever:
     """One vector per page from a visual bi-encoder (``tiny:biqwen2`` offline; a BiQwen2 / DSE folder for real),
     in collection ``<collection>_dense`` of the same Milvus, searched by Milvus."""
-    from ..dense import dense_collection
+    from ..dense import dense_collection, dense_dirs
     from ..models.dense import DenseEncoder
 
-    doc = ColPaliDocument(dataset_path, embed=ColPaliEmbed(encoder=DenseEncoder(model)), db=db,
-                          collection=dense_collection(collection), dense=True, **document_kwargs)
+    name = dense_collection(collection)
+    document_kwargs['data_dir'], document_kwargs['shared_dir'] = dense_dirs(
+        name, document_kwargs.get('data_dir'), document_kwargs.get('shared_dir'))
+    doc = ColPaliDocument(dataset_path, embed=ColPaliEmbed(encoder=DenseEncoder(model)), db=db, collection=name,
+                          dense=True, **document_kwargs)
     retriever = ColPaliRetriever(doc, topk=topk)
     retriever.arm_name = 'dense'
     return retriever
