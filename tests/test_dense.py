@@ -51,6 +51,11 @@ def test_dense_family_detection_names_what_it_found(tiny_model_dir, tmp_path):
     assert detect_dense_family(str(tiny_model_dir('biqwen2_5'))).name == 'biqwen2_5'
     with pytest.raises(UnsupportedModelError, match=r"architectures \['ColQwen2'\].*--dense-family"):
         detect_dense_family(str(tiny_model_dir('colqwen2')))
+    # a transformers-format multi-vector folder is not taken for a dense one
+    from lazyllm_colpali.models.tiny import build_tiny_model
+    hf = build_tiny_model('colqwen2', tmp_path / 'hf', format='transformers')
+    with pytest.raises(UnsupportedModelError, match=r"ColQwen2ForRetrieval"):
+        DenseEncoder(str(hf)).load()
     # and the visual arm given a dense checkpoint says where it belongs
     from lazyllm_colpali import ColPaliEncoder
     with pytest.raises(UnsupportedModelError, match=r"BiQwen2.*--dense-model"):

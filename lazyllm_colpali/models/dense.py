@@ -112,6 +112,9 @@ class DenseEncoder(ColPaliEncoder):
         super().__init__(model, **kwargs)
         self._dim: Optional[int] = None
 
+    def _load_native(self, source: str, kwargs: dict, local_only: bool):
+        return None   # transformers' retrieval classes are multi-vector: a dense folder is a Bi* or Qwen2-VL one
+
     def _family_of(self, source: str):
         family = get_dense_family(self.family_name) if self.family_name else detect_dense_family(source)
         if family.pooling == 'last_token':

@@ -95,6 +95,9 @@ class ColPaliEncoder:
 
         return (get_family(self.family_name) if self.family_name else detect_family_here(source)), cm
 
+    def _load_native(self, source: str, kwargs: dict, local_only: bool):
+        return load_native(source, kwargs, local_only)
+
     def _load(self) -> None:
         source, local_only = resolve_model(self.model_name)
         kwargs = dict(torch_dtype=self.dtype, local_files_only=local_only)
@@ -102,7 +105,7 @@ class ColPaliEncoder:
             kwargs['attn_implementation'] = self.attn_implementation
         try:
             # transformers-format folders (ColQwen2ForRetrieval, ...) load with transformers' own classes
-            native = None if self.family_name else load_native(source, kwargs, local_only)
+            native = None if self.family_name else self._load_native(source, kwargs, local_only)
             if native is not None:
                 model, processor, family = native[0], native[1], get_family(native[2])
             else:
