@@ -524,6 +524,7 @@ def cmd_serve_api(args) -> int:
         encoder, make_index, collection = _dense_encoder(args), DenseIndex, _dense_name(args)
     else:
         encoder, make_index, collection = _encoder(args), ColPaliIndex, None
+    encoder.warm_up()   # a server's first query then runs at repeat speed (docs/maxsim-cpu.md)
     with sock, _store(args, encoder.dim, collection=collection) as store:
         index = make_index(encoder, store, progress=False)
         app = create_app(index, allow_roots=args.allow_root, allowed_hosts=allowed_hosts_for(args.host), token=token)
@@ -559,6 +560,7 @@ def cmd_serve(args) -> int:
               'documents', file=sys.stderr)
     dense = args.arm == 'dense'
     encoder = _dense_encoder(args) if dense else _encoder(args)   # a missing model fails here, before the UI starts
+    encoder.warm_up()
     data_dir, shared_dir = args.data_dir, args.shared_dir or os.environ.get('LAZYLLM_COLPALI_SHARED_DIR')
     if dense:
         from .dense import dense_dirs

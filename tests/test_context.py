@@ -71,6 +71,10 @@ def test_context_vectors_are_stored_counted_scored_and_deleted_with_their_page(c
         reference = MaxSimRetriever(plain, mode='exact').search_vectors(query, 8)
         assert [(h.page_id, round(h.score, 3)) for h in image_only] == \
             [(h.page_id, round(h.score, 3)) for h in reference]
+        for dtype in ('int8', 'bfloat16'):   # approximate layouts re-score exactly: from the image vectors too
+            approximate = ImageOnlyMaxSimRetriever(store, mode='exact', scoring_dtype=dtype).search_vectors(query, 8)
+            assert [(h.page_id, round(h.score, 3)) for h in approximate] == \
+                [(h.page_id, round(h.score, 3)) for h in reference]
         with_context = index.search('Costs by region', 8)
         assert all(h.score >= r.score - 1e-3 for h in with_context for r in reference if r.page_id == h.page_id)
         assert any(h.score > r.score + 1e-3 for h in with_context for r in reference if r.page_id == h.page_id)

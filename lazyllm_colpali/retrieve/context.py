@@ -39,7 +39,9 @@ def image_only(packed: PackedMultiVectors, context_tokens: Mapping[str, int]) ->
 class ImageOnlyMaxSimRetriever(MaxSimRetriever):
     """Exact MaxSim over each page's image vectors only (context vectors, where stored, are left out)."""
 
-    def _scoring_layout(self, packed: PackedMultiVectors) -> PackedMultiVectors:
+    def _scored_pages(self, packed: PackedMultiVectors) -> PackedMultiVectors:
+        # The view is both what the scoring layout is made from and what approximate layouts (int8, bf16)
+        # re-score exactly, so no context vector enters either.
         records = self.store.records(packed.page_ids, images=False)
         counts = {page_id: context for page_id, (_, context) in split_counts(records).items()}
-        return super()._scoring_layout(image_only(packed, counts) if any(counts.values()) else packed)
+        return image_only(packed, counts) if any(counts.values()) else packed
