@@ -250,3 +250,28 @@ def test_cli_both_arms_with_one_data_dir_and_shared_dir_keep_their_own_files(pdf
     assert out.returncode == 0 and out.stdout.count('consistent') == 2, out.stdout + out.stderr
     out = _cli('check', *folders)   # the visual-only document's page image is still there
     assert out.returncode == 0 and 'missing_images' not in out.stdout, out.stdout + out.stderr
+
+
+def test_serve_api_answers_from_the_dense_arm(pdf_dir, tmp_path):
+    # serve-api --arm dense: the dense encoder (warmed up at start) and Milvus's search behind the HTTP API
+    import httpx
+
+    from lazyllm_colpali.serving.chat import free_port
+    from tests.test_hostile_serving import _start, _stop_within
+
+    db = tmp_path / 'c.db'
+    out = _cli('index', pdf_dir, '--db', db, '--dense-model', 'tiny:biqwen2', '--dense-only')
+    assert out.returncode == 0 and out.stdout.count('6 pages added') == 1, out.stdout + out.stderr
+    url = f'http://127.0.0.1:{free_port()}'
+    proc, log = _start(['serve-api', '--db', str(db), '--arm', 'dense', '--port', url.rsplit(':', 1)[1]], tmp_path,
+                       f'{url}/health')
+    try:
+        assert httpx.get(f'{url}/health', timeout=30).json()['pages'] == 6
+        body = {'query': 'Replace the filter every month', 'topk': 3, 'filters': {'file': 'manual.pdf'}}
+        hits = httpx.post(f'{url}/search', json=body, timeout=60).json()['hits']
+        assert len(hits) == 3 and {h['file_name'] for h in hits} == {'manual.pdf'}
+        assert [h['score'] for h in hits] == sorted((h['score'] for h in hits), reverse=True)
+    finally:
+        rc = _stop_within(proc, 20, tmp_path / 'serve-api.log')
+        log.close()
+    assert rc == 0, (tmp_path / 'serve-api.log').read_text()[-3000:]
