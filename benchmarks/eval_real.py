@@ -26,7 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lazyllm_colpali.eval import EvalDataset, format_table, run_eval  # noqa: E402
 from lazyllm_colpali.eval.metrics import evaluate_run  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[2] / 'shared' / 'corpus' / 'real'
+# ../shared/corpus/real of the checkout, or of a folder above it (a worktree at /work/wt/X)
+_CORPUS = Path('shared') / 'corpus' / 'real'
+REAL = next((p / _CORPUS for p in Path(__file__).resolve().parents if (p / _CORPUS).is_dir()),
+            Path(__file__).resolve().parents[2] / _CORPUS)
 RAG, COLPALI, SCAN_EN = 'arxiv_2005.11401v4_rag.pdf', 'arxiv_2407.01449v6_colpali_p1-5.pdf', 'en_image_only.pdf'
 REPORT, BOOK = 'zh_research_report.pdf', 'zh_scanned_book.pdf'
 
@@ -89,6 +92,9 @@ def main(argv=None) -> dict:
     parser.add_argument('--arms', default='text-layer,text,layout,mineru')
     parser.add_argument('--ocr', action='store_true', help='add the OCR-every-page arm (about 10 s a page)')
     parser.add_argument('--workdir', default=None, help='keep indexes here and reuse them')
+    parser.add_argument('--model', default='tiny:colpali', help='the colpali / colpali+context arms\' model')
+    parser.add_argument('--dense-model', default=None, help='the dense arm\'s single-vector model')
+    parser.add_argument('--hybrid-arms', default=None, help='the arms hybrid fuses (default: all the others)')
     parser.add_argument('--out', default='benchmarks/results/eval_real.json')
     args = parser.parse_args(argv)
     arms = [a for a in args.arms.split(',') if a] + (['ocr'] if args.ocr else [])
@@ -104,7 +110,8 @@ def main(argv=None) -> dict:
             dataset = EvalDataset(name, corpus, {q: text for q, (_, text, _) in queries.items()}, qrels)
             dataset.validate()
             workdir = Path(args.workdir) / name if args.workdir else None
-            report = run_eval(dataset, arms, topk=10, workdir=workdir)
+            report = run_eval(dataset, arms, topk=10, workdir=workdir, model=args.model, dense_model=args.dense_model,
+                              hybrid_arms=args.hybrid_arms.split(',') if args.hybrid_arms else None)
             table = format_table(report)
             kinds = by_kind(report, queries, qrels)
             print(table)

@@ -47,6 +47,16 @@ def _add_model_args(p: argparse.ArgumentParser, repeatable: bool = False) -> Non
                    help='use --model even if the collection was built with another model')
 
 
+def _add_dense_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--dense-model', default=None,
+                   help='single-vector visual model for the dense arm (colpali-engine Bi* or a DSE/gme Qwen2-VL '
+                        'folder; "tiny:biqwen2" offline); it lives in collection <collection>_dense of the same '
+                        'Milvus (default: the model that collection was built with)')
+    p.add_argument('--dense-family', default=None, help='dense model family when it cannot be detected '
+                                                        '(biqwen2, biqwen2_5, bipali, biidefics3, bimodernvbert, '
+                                                        'dse_qwen2, gme_qwen2)')
+
+
 def _add_vlm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--vlm-url', default=None, help='OpenAI-compatible endpoint of a VLM, e.g. '
                                                    'http://127.0.0.1:8000/v1/ ("standin": the local stand-in)')
@@ -87,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--dpi', type=int, default=144, help='page rendering resolution (default: 144)')
     p.add_argument('--pool-factor', type=int, default=1, help='hierarchical token pooling factor (1 = off)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    _add_dense_args(p)
+    p.add_argument('--dense-only', action='store_true', help='build only the dense arm (needs --dense-model)')
+    p.add_argument('--context', action='store_true',
+                   help='also store each page\'s context text (title, heading, captions, text layer) as token '
+                        'vectors of the same model, scored with the image by one MaxSim (a new collection)')
+    p.add_argument('--context-source', default='text-layer', choices=['text-layer', 'auto'],
+                   help='page text for --context: the PDF text layer, or auto (OCR for scans; slow)')
 
     p = sub.add_parser('search', help='top-k pages for a query', epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,9 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('-k', '--topk', type=int, default=5, help='number of pages (default: 5)')
     p.add_argument('--file', action='append', help='only pages of this file name (repeatable)')
     p.add_argument('--pages', default=None, help='only this page range, e.g. 3-7')
-    p.add_argument('--mode', default='auto', choices=['auto', 'exact', 'candidates', 'centroids'],
+    p.add_argument('--mode', default='auto', choices=['auto', 'exact', 'candidates', 'centroids', 'dense'],
                    help='exact: MaxSim over every page; candidates: Milvus pooled-vector candidates; centroids: '
-                        'centroid index candidates; both rerank exactly. auto: exact up to 20k pages (default)')
+                        'centroid index candidates; dense: the dense arm\'s top pages; all rerank exactly. '
+                        'auto: exact up to 20k pages (default)')
+    p.add_argument('--arm', default='visual', choices=['visual', 'dense'],
+                   help='visual: multi-vector MaxSim (default); dense: one vector per page, Milvus search')
+    p.add_argument('--image-only', action='store_true',
+                   help='score a collection indexed with --context on its image vectors alone')
     p.add_argument('--json', action='store_true', help='print JSON lines instead of a table')
     p.add_argument('--explain', default=None, metavar='OUTDIR',
                    help='write one PNG per hit into OUTDIR: the page with a heat map of where the query matched')
@@ -106,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        'for bridge concepts the last one\'s pages point at (default: '
                                                        '1, a single search)')
     _add_model_args(p)
+    _add_dense_args(p)
     _add_store_args(p)
 
     p = sub.add_parser('docs', help='list indexed documents with page counts')
@@ -117,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('serve-api', help='JSON search API (POST /search, POST /index) for programs')
     _add_model_args(p)
     _add_store_args(p)
+    _add_dense_args(p)
+    p.add_argument('--arm', default='visual', choices=['visual', 'dense'], help='which arm answers (default: visual)')
     p.add_argument('--host', default='127.0.0.1', help='bind address (default: 127.0.0.1, this machine only)')
     p.add_argument('--port', type=int, default=8765)
     p.add_argument('--allow-root', action='append', default=[], metavar='FOLDER',
@@ -131,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_store_args(p)
     _add_vlm_args(p)
+    _add_dense_args(p)
+    p.add_argument('--arm', default='visual', choices=['visual', 'dense'], help='which arm answers (default: visual)')
     p.add_argument('--host', default='127.0.0.1', help='bind address (default: 127.0.0.1, this machine only)')
     p.add_argument('--port', type=int, default=None, help='port (default: first free in 20500-20799)')
     p.add_argument('-k', '--topk', type=int, default=5, help='pages retrieved per question (default: 5)')
@@ -145,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                          'images, compact the vector file')
     _add_store_args(p)
     _add_model_args(p)
+    _add_dense_args(p)
 
     from .settings import ALL_ARMS, DEFAULT_ARMS
 
@@ -164,10 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--workdir', default=None, help='keep the arms\' indexes here and reuse them (default: a '
                                                    'temporary folder, removed afterwards)')
     p.add_argument('--hybrid-weights', default=None, help='RRF weights, e.g. colpali=1,text=0.5')
+    p.add_argument('--hybrid-arms', default=None, help='the arms hybrid fuses, e.g. colpali,text (default: every '
+                                                       'other arm in --arms)')
     p.add_argument('--hops', type=int, default=3, help='most hops of the ARM-multihop arms (default: 3)')
     _add_vlm_args(p)
     _add_answer_args(p)
     _add_model_args(p, repeatable=True)
+    _add_dense_args(p)
 
     p = sub.add_parser('make-chains', help='write the concept-chain benchmark (offline, seeded) for eval --dataset')
     p.add_argument('out_dir')
@@ -185,7 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('make-tiny-model', help='build a tiny random model folder offline (for tests and demos)')
     p.add_argument('out_dir')
-    p.add_argument('--family', default='colqwen2', help='colpali, colqwen2, colqwen2_5 or colidefics3')
+    p.add_argument('--family', default='colqwen2', help='colpali, colqwen2, colqwen2_5, colidefics3; single-vector: '
+                                                        'bipali, biqwen2, biqwen2_5, biidefics3, bimodernvbert, '
+                                                        'dse_qwen2, gme_qwen2')
+    p.add_argument('--format', default='colpali-engine', choices=['colpali-engine', 'transformers'],
+                   help='transformers: the same weights in transformers\' own layout (ColPaliForRetrieval, '
+                        'ColQwen2ForRetrieval; colpali and colqwen2 only)')
+    p.add_argument('--seed', type=int, default=0)
 
     from .training.cli import add_parsers as add_training_parsers
     add_training_parsers(sub, _add_store_args, _add_vlm_args)   # finetune, feedback export
@@ -199,34 +236,80 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_store(args, dim: Optional[int] = None, create: bool = True):
+def _open_store(args, dim: Optional[int] = None, create: bool = True, collection: Optional[str] = None):
     from .settings import DEFAULT_COLLECTION
     from .store.milvus_store import MilvusMultiVectorStore
 
     shared = getattr(args, 'shared_dir', None) or os.environ.get('LAZYLLM_COLPALI_SHARED_DIR') or None
-    return MilvusMultiVectorStore(args.db, args.collection or DEFAULT_COLLECTION, dim=dim, data_dir=args.data_dir,
-                                  shared_dir=shared, create=create)
+    data_dir = args.data_dir
+    if collection and collection != (args.collection or DEFAULT_COLLECTION):   # the dense arm's own folders
+        from .dense import dense_dirs
+
+        data_dir, shared = dense_dirs(collection, data_dir, shared)
+    return MilvusMultiVectorStore(args.db, collection or args.collection or DEFAULT_COLLECTION, dim=dim,
+                                  data_dir=data_dir, shared_dir=shared, create=create)
 
 
 @contextmanager
-def _store(args, dim: Optional[int] = None, create: bool = True):
-    store = _open_store(args, dim, create)
+def _store(args, dim: Optional[int] = None, create: bool = True, collection: Optional[str] = None):
+    store = _open_store(args, dim, create, collection)
     try:
         yield store
     finally:
         store.close()
 
 
-def _recorded_model(args) -> Optional[str]:
+def _dense_name(args) -> str:
+    from .dense import dense_collection
+    from .settings import DEFAULT_COLLECTION
+
+    return dense_collection(args.collection or DEFAULT_COLLECTION)
+
+
+@contextmanager
+def _existing_stores(args):
+    """The collection and its dense arm (``<collection>_dense``), those of them that exist."""
+    from .errors import StoreError
+    from .settings import DEFAULT_COLLECTION
+
+    stores = []
+    try:
+        for name in (args.collection or DEFAULT_COLLECTION, _dense_name(args)):
+            try:
+                stores.append(_open_store(args, create=False, collection=name))
+            except StoreError as e:
+                if 'does not exist' not in str(e):
+                    raise
+        if not stores:
+            raise StoreError(f'collection {args.collection or DEFAULT_COLLECTION!r} does not exist in '
+                             f'{args.db or "the default --db"}; index some files first (or check --db / --collection)')
+        yield stores
+    finally:
+        for store in stores:
+            store.close()
+
+
+def _recorded_model(args, collection: Optional[str] = None) -> Optional[str]:
     """The model an existing collection was built with (None for a new collection)."""
     from .errors import StoreError
 
     try:
-        with _store(args, create=False) as store:
+        with _store(args, create=False, collection=collection) as store:
             info = store.model_info()
     except StoreError:
         return None
     return info.get('name') if info else None
+
+
+def _dense_encoder(args, model: Optional[str] = None):
+    from .models.dense import DenseEncoder
+
+    name = model or args.dense_model or _recorded_model(args, _dense_name(args))
+    if not name:
+        raise SystemExit(f'error: the dense arm needs a single-vector model: --dense-model NAME_OR_FOLDER (e.g. '
+                         f'tiny:biqwen2 offline); collection {_dense_name(args)!r} records none')
+    return DenseEncoder(name, family=args.dense_family, device=args.device, dtype=args.dtype,
+                        batch_size=args.batch_size).load()
 
 
 def _encoder(args, pool_factor: int = 1, model: Optional[str] = None):
@@ -282,12 +365,34 @@ def _shown(text: object) -> str:
 
 
 def cmd_index(args) -> int:
+    if args.dense_only and not args.dense_model:
+        raise SystemExit('error: --dense-only needs --dense-model NAME_OR_FOLDER')
+    if args.dense_only and args.context:
+        raise SystemExit('error: --context adds token vectors to the visual arm; it does not apply to --dense-only')
+    code = 0 if args.dense_only else _index_arm(args, dense=False)
+    if args.dense_model:
+        code = max(code, _index_arm(args, dense=True))
+    return code
+
+
+def _index_arm(args, dense: bool) -> int:
     from .indexer import ColPaliIndex
 
-    encoder = _encoder(args, args.pool_factor)
-    with _store(args, encoder.dim) as store:
-        index = ColPaliIndex(encoder, store, dpi=args.dpi, progress=not args.no_progress,
-                             allow_model_change=args.allow_model_change)
+    if dense:
+        from .dense import DenseIndex
+
+        encoder, make_index, collection = _dense_encoder(args), DenseIndex, _dense_name(args)
+        options = {}
+    else:
+        encoder, make_index, collection = _encoder(args, args.pool_factor), ColPaliIndex, None
+        options = {}
+        if args.context:
+            from .ingest.context import PageContext
+
+            options['context'] = PageContext(source=args.context_source)
+    with _store(args, encoder.dim, collection=collection) as store:
+        index = make_index(encoder, store, dpi=args.dpi, progress=not args.no_progress,
+                           allow_model_change=args.allow_model_change, **options)
         start = time.perf_counter()
         report = index.add(args.paths)
         seconds = time.perf_counter() - start
@@ -299,21 +404,57 @@ def cmd_index(args) -> int:
         return 1 if report.failures and not report.documents else 0
 
 
+def _open_dense_index(args, stack):
+    from .dense import DenseIndex
+    from .errors import StoreError
+
+    try:
+        store = stack.enter_context(_store(args, create=False, collection=_dense_name(args)))
+    except StoreError as e:
+        if 'does not exist' not in str(e):
+            raise
+        raise SystemExit(f'error: no dense arm in {args.db or "the default --db"}: collection {_dense_name(args)!r} '
+                         f'does not exist; build it with `lazyllm-colpali index PATH --dense-model M` (same --db, '
+                         f'--collection)') from None
+    encoder = _dense_encoder(args, model=args.dense_model or (store.model_info() or {}).get('name'))
+    store.check_dim(encoder.dim)
+    return DenseIndex(encoder, store, progress=False, allow_model_change=args.allow_model_change)
+
+
 def cmd_search(args) -> int:
+    from contextlib import ExitStack
+
     from .indexer import ColPaliIndex
     from .retrieve.retriever import MaxSimRetriever
 
     _check_positive(topk=args.topk)
     if not args.query.strip():
         raise SystemExit('error: empty query: type what you are looking for')
+    if args.arm == 'dense' and (args.mode not in ('auto', 'exact') or args.image_only):
+        raise SystemExit('error: --mode and --image-only choose how the visual arm scores; --arm dense is '
+                         'searched by Milvus alone')
     filters = {'file': args.file, 'pages': _parse_pages(args.pages)}
     _check_existing_db(args)
-    with _store(args, create=False) as store:   # opened once: it also names the model it was built with
-        info = store.model_info() or {}
-        encoder = _encoder(args, model=args.model or info.get('name'))
-        store.check_dim(encoder.dim)
-        index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode=args.mode), progress=False,
-                             allow_model_change=args.allow_model_change)
+    with ExitStack() as stack:
+        if args.arm == 'dense':
+            index = _open_dense_index(args, stack)
+            store = index.store
+        else:   # opened once: the store also names the model it was built with
+            store = stack.enter_context(_store(args, create=False))
+            info = store.model_info() or {}
+            encoder = _encoder(args, model=args.model or info.get('name'))
+            store.check_dim(encoder.dim)
+            if args.image_only:
+                from .retrieve.context import ImageOnlyMaxSimRetriever as retriever_class
+            else:
+                retriever_class = MaxSimRetriever
+            mode = 'exact' if args.mode == 'dense' else args.mode
+            index = ColPaliIndex(encoder, store, retriever=retriever_class(store, mode=mode), progress=False,
+                                 allow_model_change=args.allow_model_change)
+            if args.mode == 'dense':
+                from .dense import DenseThenMaxSim
+
+                index = DenseThenMaxSim(index, _open_dense_index(args, stack))
         start = time.perf_counter()
         filters = {k: v for k, v in filters.items() if v}
         trace = None
@@ -365,8 +506,8 @@ def _write_explanations(index, args, hits) -> dict:
 
 def cmd_docs(args) -> int:
     _check_existing_db(args)
-    with _store(args) as store:
-        docs = store.documents()
+    with _existing_stores(args) as stores:   # the collection, or its dense arm when only that was built
+        docs = stores[0].documents()
         for doc in docs:
             print(f'{doc["doc_id"]}  {doc["pages"]:>5} pages  {_shown(doc["source"])}')
     print(f'{len(docs)} documents, {sum(d["pages"] for d in docs)} pages')
@@ -381,14 +522,17 @@ def cmd_delete(args) -> int:
         print(f'error: not a document id: {", ".join(repr(_shown(d)) for d in bad)}; ids are 16 hex digits, '
               f'as listed by `lazyllm-colpali docs`', file=sys.stderr)
         return 2
-    with _store(args, create=False) as store:
-        unknown = sorted(set(args.doc_ids) - store.doc_ids(args.doc_ids))
+    with _existing_stores(args) as stores:   # a document goes from the collection and from its dense arm
+        known = set().union(*(store.doc_ids(args.doc_ids) for store in stores))
+        unknown = sorted(set(args.doc_ids) - known)
         if unknown:
-            print(f'error: no such document in {store.uri} [{store.collection}]: {", ".join(unknown)}; '
+            print(f'error: no such document in {stores[0].uri} [{stores[0].collection}]: {", ".join(unknown)}; '
                   f'nothing was deleted (see `lazyllm-colpali docs`)', file=sys.stderr)
             return 2
-        pages = store.delete_docs(args.doc_ids)
-        print(f'deleted {len(args.doc_ids)} documents ({pages} pages); {store.count()} pages left')
+        for store in stores:
+            pages = store.delete_docs(args.doc_ids)
+            where = f' from [{store.collection}]' if len(stores) > 1 else ''
+            print(f'deleted {len(args.doc_ids)} documents ({pages} pages){where}; {store.count()} pages left')
     return 0
 
 
@@ -426,10 +570,15 @@ def cmd_serve_api(args) -> int:
         raise SystemExit(f'error: port {args.port} on {args.host}: cannot listen there ({e.strerror}); '
                          'pass another --port')
 
-    encoder = _encoder(args)
+    if args.arm == 'dense':
+        from .dense import DenseIndex
+
+        encoder, make_index, collection = _dense_encoder(args), DenseIndex, _dense_name(args)
+    else:
+        encoder, make_index, collection = _encoder(args), ColPaliIndex, None
     encoder.warm_up()   # a server's first query then runs at repeat speed (docs/maxsim-cpu.md)
-    with sock, _store(args, encoder.dim) as store:
-        index = ColPaliIndex(encoder, store, progress=False)
+    with sock, _store(args, encoder.dim, collection=collection) as store:
+        index = make_index(encoder, store, progress=False)
         app = create_app(index, allow_roots=args.allow_root, allowed_hosts=allowed_hosts_for(args.host), token=token)
         server = uvicorn.Server(uvicorn.Config(app, log_level='warning', timeout_graceful_shutdown=3))
         # uvicorn re-raises the signal it stopped on once it has shut down: ours only notes it, so the store
@@ -461,11 +610,17 @@ def cmd_serve(args) -> int:
     if not is_loopback(args.host):
         print(f'warning: --host {args.host}: the chat has no login; anyone who reaches it can read and add '
               'documents', file=sys.stderr)
-    encoder = _encoder(args)   # a missing model fails here, before the UI starts
+    dense = args.arm == 'dense'
+    encoder = _dense_encoder(args) if dense else _encoder(args)   # a missing model fails here, before the UI starts
     encoder.warm_up()
-    doc = ColPaliDocument(None, embed=ColPaliEmbed(encoder), db=args.db or default_db(),
-                          collection=args.collection or DEFAULT_COLLECTION, data_dir=args.data_dir,
-                          shared_dir=args.shared_dir or os.environ.get('LAZYLLM_COLPALI_SHARED_DIR'), progress=False)
+    data_dir, shared_dir = args.data_dir, args.shared_dir or os.environ.get('LAZYLLM_COLPALI_SHARED_DIR')
+    if dense:
+        from .dense import dense_dirs
+
+        data_dir, shared_dir = dense_dirs(_dense_name(args), data_dir, shared_dir)
+    doc = ColPaliDocument(None, embed=ColPaliEmbed(encoder=encoder), db=args.db or default_db(),
+                          collection=_dense_name(args) if dense else args.collection or DEFAULT_COLLECTION,
+                          dense=dense, data_dir=data_dir, shared_dir=shared_dir, progress=False)
     pages = doc.index.store.count()
     vlm = server = None
     if args.vlm_url or args.vlm_model:
@@ -490,14 +645,21 @@ def cmd_serve(args) -> int:
 
 
 def cmd_check(args) -> int:
-    with _store(args, create=False) as store:
-        report = store.check(repair=args.repair)
-        if args.repair and report['needs_encoding']:
-            report = _reencode(args, store, report)
+    code = 0
+    with _existing_stores(args) as stores:   # the collection and its dense arm, each checked alike
+        for store in stores:
+            report = store.check(repair=args.repair)
+            if args.repair and report['needs_encoding']:
+                report = _reencode(args, store, report)
+            code = max(code, _print_check(args, report, f'[{store.collection}] ' if len(stores) > 1 else ''))
+    return code
+
+
+def _print_check(args, report, prefix: str) -> int:
     problems = {k: v for k, v in report.items() if isinstance(v, list) and v}
     for key, values in problems.items():
-        print(f'{key}: {len(values)}  ({", ".join(values[:5])}{", ..." if len(values) > 5 else ""})')
-    summary = f'{report["pages"]} pages; {report["dead_vector_rows"]} unused vector rows'
+        print(f'{prefix}{key}: {len(values)}  ({", ".join(values[:5])}{", ..." if len(values) > 5 else ""})')
+    summary = f'{prefix}{report["pages"]} pages; {report["dead_vector_rows"]} unused vector rows'
     if args.repair:
         summary += (f'; repair reclaimed {report["reclaimed_vector_rows"]} vector rows and restored '
                     f'{report["repaired_images"]} images')
@@ -516,16 +678,20 @@ def cmd_check(args) -> int:
 
 
 def _reencode(args, store, report):
+    from .dense import DenseIndex
     from .errors import ModelNotFoundError
     from .indexer import ColPaliIndex
+    from .models.dense import is_dense_family
 
     info = store.model_info() or {}
+    dense = is_dense_family(info.get('family'))
     try:
-        encoder = _encoder(args, model=info.get('name'))
+        encoder = _dense_encoder(args, model=info.get('name')) if dense else _encoder(args, model=info.get('name'))
     except ModelNotFoundError as e:
         print(f'cannot re-encode {len(report["needs_encoding"])} pages: {e}', file=sys.stderr)
         return report
-    restored = ColPaliIndex(encoder, store, progress=False).reencode(report['needs_encoding'])
+    index = (DenseIndex if dense else ColPaliIndex)(encoder, store, progress=False)
+    restored = index.reencode(report['needs_encoding'])
     print(f're-encoded {restored} pages from their source files')
     after = store.check(repair=True)
     after['reclaimed_vector_rows'] += report['reclaimed_vector_rows']
@@ -536,8 +702,9 @@ def _reencode(args, store, report):
 def cmd_make_tiny_model(args) -> int:
     from .models.tiny import build_tiny_model
 
-    print(f'tiny random {args.family} model written to {build_tiny_model(args.family, args.out_dir)} '
-          f'(architecturally real, random weights: rankings are meaningless)')
+    out = build_tiny_model(args.family, args.out_dir, seed=args.seed, format=args.format)
+    print(f'tiny random {args.family} model written to {out} ({args.format} format; architecturally real, '
+          f'random weights: rankings are meaningless)')
     return 0
 
 
@@ -546,9 +713,17 @@ def cmd_eval(args) -> int:
 
     from .eval import build_sample, format_table, from_parts, load_dataset, run_eval, write_chart, write_json
     from .eval.answering import check_cli_args, hooks_from_cli, standin_lookup, write_answers
-    from .settings import data_home, default_model
+    from .eval.harness import VISUAL_PREFIX, known_arm
+    from .settings import ALL_ARMS, data_home, default_model
     from .vlm import make_vlm
 
+    arms = [a.strip() for a in args.arms.split(',') if a.strip()]
+    hybrid_arms = [a.strip() for a in args.hybrid_arms.split(',') if a.strip()] if args.hybrid_arms else None
+    unknown = [a for a in arms if not known_arm(a)] + [a for a in hybrid_arms or []
+                                                       if not known_arm(a) or a == 'hybrid']
+    if unknown:
+        raise SystemExit(f'error: unknown arm {unknown[0]!r} in --arms/--hybrid-arms; choose from '
+                         f'{", ".join(ALL_ARMS)}, or {VISUAL_PREFIX}MODEL')
     if args.sample:
         dataset = build_sample(data_home() / 'sample_dataset')
     elif args.dataset:
@@ -557,7 +732,6 @@ def cmd_eval(args) -> int:
         if not (args.queries and args.qrels):
             raise SystemExit('error: --corpus needs --queries and --qrels')
         dataset = from_parts(args.corpus, args.queries, args.qrels, answers=args.answers)
-    arms = [a.strip() for a in args.arms.split(',') if a.strip()]
     models = args.model or [default_model()]
     arms += [f'colpali@{m}' for m in models[1:] if f'colpali@{m}' not in arms]   # --model A --model B: A vs B
     check_cli_args(args, dataset, arms)
@@ -574,7 +748,7 @@ def cmd_eval(args) -> int:
         report = run_eval(dataset, arms, topk=args.topk, model=models[0],
                           device='cuda' if args.device.startswith('cuda') else 'cpu', vlm=vlm,
                           workdir=args.workdir, hybrid_weights=weights, multihop={'hops': args.hops},
-                          arm_hooks=hooks)
+                          dense_model=args.dense_model, hybrid_arms=hybrid_arms, arm_hooks=hooks)
         report.notes[:0] = notes
         seconds = time.perf_counter() - start
     finally:

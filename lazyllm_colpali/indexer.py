@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Sequence, 
 
 from tqdm.auto import tqdm
 
-from .errors import DocumentError, EmptyQueryError, QueryTooLongError
+from .errors import ColPaliError, DocumentError, EmptyQueryError, QueryTooLongError
+from .ingest.context import PageContext
 from .ingest.records import IngestFailure, IngestReport, PageRecord, RenderedPage, make_page_id
 from .ingest.render import count_pages, render_pages
 from .ingest.sources import document_id, expand_sources
@@ -35,8 +36,10 @@ class ColPaliIndex:
     """
 
     def __init__(self, encoder: ColPaliEncoder, store: MultiVectorStore, *, dpi: int = 144, max_side: int = 2048,
-                 retriever: Optional[MaxSimRetriever] = None, progress: bool = True, allow_model_change: bool = False):
+                 retriever: Optional[MaxSimRetriever] = None, progress: bool = True, allow_model_change: bool = False,
+                 context: Optional[PageContext] = None):
         self.encoder = encoder
+        self.context = context   # pages also get their context text's token vectors (ingest/context.py)
         self.store = store
         self.dpi = dpi
         self.max_side = max_side
@@ -56,7 +59,22 @@ class ColPaliIndex:
             self.store.record_model(current)
         elif not self.allow_model_change:
             check_same_model(recorded, current, f'collection {getattr(self.store, "collection", "")!r}')
+        self._check_context()
         self._model_checked = True
+
+    def _check_context(self) -> None:
+        """A collection built with context keeps building it the same way (its recorded settings); one
+        without context cannot gain it halfway (its pages would be scored on different terms)."""
+        if not hasattr(self.store, 'get_meta'):
+            return
+        recorded = self.store.get_meta('context')
+        if recorded:
+            self.context = PageContext.from_settings(recorded)
+        elif self.context is not None:
+            if self.store.count():
+                raise ColPaliError(f'collection {getattr(self.store, "collection", "")!r} already holds pages '
+                                   f'indexed without context; index with context into a new --collection')
+            self.store.set_meta('context', self.context.settings())
 
     # -- ingestion -------------------------------------------------------------------------------------
     def add(self, paths: Iterable[str | Path], metadata: Optional[dict] = None,
@@ -120,15 +138,24 @@ class ColPaliIndex:
         if not batch:
             return
         clock = time.perf_counter()
-        vectors, groups = self.encoder.encode_images_grouped([p.image for p in batch])
-        for page, page_groups in zip(batch, groups):
-            page.record.token_groups = page_groups
+        vectors = self._encode_pages([p.record for p in batch], [p.image for p in batch])
         report.seconds['encode'] += time.perf_counter() - clock
         clock = time.perf_counter()
         self.store.add([(p.record, v, p.image) for p, v in zip(batch, vectors)])
         report.seconds['store'] += time.perf_counter() - clock
         report.added_pages += len(batch)
         bar.update(len(batch))
+
+    def _encode_pages(self, records: List[PageRecord], images: list) -> list:
+        if hasattr(self.encoder, 'encode_images_grouped'):   # multi-vector encoders: pooled pages keep their groups
+            vectors, groups = self.encoder.encode_images_grouped(images)
+            for record, page_groups in zip(records, groups):
+                record.token_groups = page_groups
+        else:
+            vectors = self.encoder.encode_images(images)
+        if self.context is not None:
+            vectors = self.context.extend(self.encoder, records, vectors)
+        return vectors
 
     def _drop_older_versions(self, path: Path, doc_id: str) -> None:
         """A file whose content changed gets a new doc_id; its old pages go once the new ones are stored."""
@@ -151,9 +178,7 @@ class ColPaliIndex:
             batch = [(r, rerender_page(r)) for r in records[start:start + self.encoder.batch_size]]
             batch = [(r, image) for r, image in batch if image is not None]
             if batch:
-                vectors, groups = self.encoder.encode_images_grouped([image for _, image in batch])
-                for (r, _), page_groups in zip(batch, groups):
-                    r.token_groups = page_groups
+                vectors = self._encode_pages([r for r, _ in batch], [image for _, image in batch])
                 self.store.add([(r, v, image) for (r, image), v in zip(batch, vectors)])
                 restored += len(batch)
         return restored
@@ -164,11 +189,7 @@ class ColPaliIndex:
 
     # -- search ----------------------------------------------------------------------------------------
     def search(self, query: str, topk: int = 5, filters: Filters = None) -> List[SearchHit]:
-        if not query or not query.strip():
-            raise EmptyQueryError('empty query: type what you are looking for')
-        if len(query) > MAX_QUERY_CHARS:
-            raise QueryTooLongError(f'query of {len(query)} characters is longer than {MAX_QUERY_CHARS}: ask a '
-                                    f'question, not a document (MaxSim cost grows with every query token)')
+        check_query(query)
         self.check_model()
         vectors = self.encoder.encode_queries([query])[0]
         return self.retriever.search_vectors(vectors, topk, filters)
@@ -189,6 +210,15 @@ class ColPaliIndex:
 
     def explain_hits(self, query: str, hits: Sequence[SearchHit]) -> List['PageExplanation']:
         return [self.explain(query, hit) for hit in hits]
+
+
+def check_query(query: str) -> None:
+    """Refuse an empty or over-long query before any model runs."""
+    if not query or not query.strip():
+        raise EmptyQueryError('empty query: type what you are looking for')
+    if len(query) > MAX_QUERY_CHARS:
+        raise QueryTooLongError(f'query of {len(query)} characters is longer than {MAX_QUERY_CHARS}: ask a '
+                                f'question, not a document (MaxSim cost grows with every query token)')
 
 
 class _NotifyingBar:

@@ -8,7 +8,8 @@ DEFAULT_MODEL = 'vidore/colqwen2-v1.0'
 DEFAULT_DB = './colpali.db'
 DEFAULT_COLLECTION = 'colpali_pages'
 # The evaluation harness's arms (here, not in eval/, so `lazyllm-colpali --help` imports nothing heavy).
-ALL_ARMS = ('colpali', 'text', 'text-layer', 'ocr', 'layout', 'mineru', 'caption', 'hybrid')
+ALL_ARMS = ('colpali', 'text', 'text-layer', 'ocr', 'layout', 'mineru', 'caption', 'dense', 'colpali+context',
+            'hybrid')
 DEFAULT_ARMS = ('colpali', 'text', 'layout', 'caption', 'hybrid')
 
 

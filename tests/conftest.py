@@ -1,6 +1,7 @@
 """Shared fixtures: an offline environment, tiny real models built from configs, real generated PDFs."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,14 +10,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _real_corpus() -> Path:
-    # ../shared/corpus/real from the main checkout; worktrees (/work/wt/X) and CI clones elsewhere look up
-    # LAZYLLM_COLPALI_CORPUS, then /work/shared/corpus/real.
-    import os
-
-    for candidate in (os.environ.get('LAZYLLM_COLPALI_CORPUS'), ROOT.parent / 'shared' / 'corpus' / 'real',
-                      '/work/shared/corpus/real'):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
+    # $LAZYLLM_COLPALI_CORPUS, else shared/corpus/real beside the checkout or beside a folder above it (a
+    # worktree at /work/wt/X finds /work/shared/corpus/real like /work/main does)
+    if os.environ.get('LAZYLLM_COLPALI_CORPUS'):
+        return Path(os.environ['LAZYLLM_COLPALI_CORPUS'])
+    for folder in ROOT.parents:
+        if (folder / 'shared' / 'corpus' / 'real').is_dir():
+            return folder / 'shared' / 'corpus' / 'real'
     return ROOT.parent / 'shared' / 'corpus' / 'real'
 
 

@@ -15,3 +15,20 @@ def test_warm_up_runs_the_model_once_and_changes_no_embedding(tiny_model_dir):
     assert warm.warm_up() > 0 and calls == [1]
     assert torch.equal(warm.encode_queries(['pump maintenance interval'])[0], expected)
     assert not warm._query_cache   # the warm-up query is not cached as if a user had asked it
+
+
+def test_warm_up_goes_through_each_encoders_own_query_path(tiny_model_dir, tmp_path):
+    # a single-vector (Bi*) encoder and a transformers-format folder prepare queries their own way: the warm-up
+    # runs that path (one forward) and leaves their embeddings as they were
+    from lazyllm_colpali.models.dense import DenseEncoder
+    from lazyllm_colpali.models.tiny import build_tiny_model
+
+    native = str(build_tiny_model('colqwen2', tmp_path / 'hf', format='transformers'))
+    for make in (lambda: DenseEncoder(str(tiny_model_dir('biqwen2')), device='cpu', query_cache_size=0),
+                 lambda: ColPaliEncoder(native, device='cpu', query_cache_size=0)):
+        expected = make().encode_queries(['pump maintenance interval'])[0]
+        warm = make()
+        calls = []
+        warm.load()._model.register_forward_hook(lambda *_: calls.append(1))
+        assert warm.warm_up() > 0 and calls == [1]
+        assert torch.equal(warm.encode_queries(['pump maintenance interval'])[0], expected)

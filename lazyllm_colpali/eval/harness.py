@@ -3,8 +3,10 @@
 Arms: ``colpali`` (visual MaxSim), ``text`` (text layer + OCR for scans, BM25), ``text-layer`` (the PDF text
 layer alone, BM25: the plain text-RAG baseline), ``ocr`` (OCR on every page),
 ``layout`` (offline layout parsing to Markdown: rapid-layout regions + text layer or OCR, BM25), ``mineru``
-(MinerU's model-free tier, when installed), ``caption`` (VLM caption + QA, BM25; needs a chat module) and
-``hybrid`` (reciprocal rank fusion of the visual arm with the text arms that ran). Each arm reports ranx
+(MinerU's model-free tier, when installed), ``caption`` (VLM caption + QA, BM25; needs a chat module),
+``dense`` (one vector per page from a visual bi-encoder, ``dense_model``; Milvus's own search),
+``colpali+context`` (the visual arm whose pages also hold their context text's token vectors) and ``hybrid``
+(reciprocal rank fusion of every other arm that ran, at least two). Each arm reports ranx
 metrics, query latency p50/p95, indexing seconds per page and bytes per page. An arm that cannot run here
 (no model, no VLM, no MinerU) is reported with its reason instead of stopping the others.
 Any arm name with ``-multihop`` (``text-multihop``, ``hybrid-multihop``) wraps that arm in multi-hop
@@ -42,6 +44,7 @@ class ArmResult:
     index_seconds: float = float('nan')
     index_s_per_page: float = float('nan')
     bytes_per_page: float = float('nan')
+    index_bytes_per_page: float = float('nan')   # bytes/page without page images: what the index itself costs
     pages: int = 0
     error: Optional[str] = None
     note: str = ''
@@ -87,15 +90,16 @@ class _Arm:
 VISUAL_PREFIX = 'colpali@'   # colpali@MODEL: the visual arm with another model or adapter folder
 
 
-def is_visual_arm(name: str) -> bool:
-    return name == 'colpali' or name.startswith(VISUAL_PREFIX)
-
-
 def _is_other_model_arm(name: str) -> bool:
     return name.startswith(VISUAL_PREFIX) and name != VISUAL_PREFIX
 
 
-def _visual_arm(workdir: Path, model: str, device: str, name: str = 'colpali') -> _Arm:
+def known_arm(name: str) -> bool:
+    """An arm ``eval`` can run: one of ALL_ARMS, ``colpali@MODEL``, and either with ``-multihop``."""
+    return base_arm(name) in ALL_ARMS or _is_other_model_arm(base_arm(name))
+
+
+def _visual_arm(workdir: Path, model: str, device: str, name: str = 'colpali', context: bool = False) -> _Arm:
     import hashlib
 
     from ..indexer import ColPaliIndex
@@ -104,10 +108,15 @@ def _visual_arm(workdir: Path, model: str, device: str, name: str = 'colpali') -
     from ..store.milvus_store import MilvusMultiVectorStore
 
     encoder = ColPaliEncoder(model, device=device)
-    # Each model gets its own collection file: a collection refuses pages from another model.
-    db = 'colpali.db' if name == 'colpali' else f'colpali-{hashlib.sha1(model.encode()).hexdigest()[:10]}.db'
+    from ..ingest.context import PageContext
+
+    # One Lite file per arm (its size is the arm's Milvus bytes), and per model: a collection refuses pages
+    # from another model.
+    db = {'colpali': 'colpali.db', 'colpali+context': 'colpali_context.db'}.get(
+        name, f'colpali-{hashlib.sha1(model.encode()).hexdigest()[:10]}.db')
     store = MilvusMultiVectorStore(str(workdir / db), 'eval_pages', dim=encoder.dim)
-    index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode='exact'))
+    index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode='exact'),
+                         context=PageContext() if context else None)
     return _Arm(name, index, store.close, _model_note(model))
 
 
@@ -122,6 +131,20 @@ def _model_note(model: str) -> str:
     return ''
 
 
+def _dense_arm(workdir: Path, dense_model: Optional[str], device: str) -> _Arm:
+    from ..dense import DenseIndex
+    from ..models.dense import DenseEncoder
+    from ..store.milvus_store import MilvusMultiVectorStore
+
+    if not dense_model:
+        raise ColPaliError('the dense arm needs a single-vector model: --dense-model NAME_OR_FOLDER '
+                           '(e.g. tiny:biqwen2 offline)')
+    encoder = DenseEncoder(dense_model, device=device)
+    store = MilvusMultiVectorStore(str(workdir / 'dense.db'), 'eval_pages_dense', dim=encoder.dim)
+    note = 'random tiny model: ranking meaningless' if dense_model.startswith('tiny:') else ''
+    return _Arm('dense', DenseIndex(encoder, store), store.close, note)
+
+
 def _text_arm(name: str, workdir: Path, extractor: Any, note: str = '') -> _Arm:
     from ..text.page_index import PageTextIndex
 
@@ -129,23 +152,27 @@ def _text_arm(name: str, workdir: Path, extractor: Any, note: str = '') -> _Arm:
     return _Arm(name, index, index.close, note)
 
 
-def _storage(arm: _Arm) -> int:
-    return int(sum(arm.index.store.storage_bytes().values()) if is_visual_arm(arm.name)
-               else sum(arm.index.storage_bytes().values()))
+def _storage(arm: _Arm) -> Dict[str, int]:
+    # visual and dense arms keep a store (Milvus + vectors + page images); text arms are their own store
+    store = getattr(arm.index, 'store', None)
+    return (store if hasattr(store, 'storage_bytes') else arm.index).storage_bytes()
 
 
 def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: int = 10,
              model: str = 'tiny:colpali', device: str = 'cpu', vlm: Optional[Callable] = None,
              workdir: Optional[str | Path] = None, hybrid_weights: Optional[Dict[str, float]] = None,
              rrf_k: int = 60, metrics: Sequence[str] = DEFAULT_METRICS,
-             multihop: Optional[Dict[str, Any]] = None,
+             multihop: Optional[Dict[str, Any]] = None, dense_model: Optional[str] = None,
+             hybrid_arms: Optional[Sequence[str]] = None,
              arm_hooks: Sequence[Callable[[ArmResult, EvalDataset, Path], None]] = ()) -> EvalReport:
     """``multihop``: options of the ``-multihop`` arms (:class:`~lazyllm_colpali.multihop.MultiHopRetriever`
-    keywords, e.g. ``{'hops': 3}``)."""
+    keywords, e.g. ``{'hops': 3}``). ``dense_model``: the ``dense`` arm's single-vector model. ``hybrid_arms``:
+    which arms ``hybrid`` fuses (default: every other arm that ran)."""
     from .multihop_arm import with_base_arms
 
     arms = with_base_arms(arms)
-    unknown = [a for a in arms if base_arm(a) not in ALL_ARMS and not _is_other_model_arm(base_arm(a))]
+    unknown = [a for a in arms if not known_arm(a)] + [a for a in hybrid_arms or ()
+                                                       if not known_arm(a) or a == 'hybrid']
     if unknown:
         raise ValueError(f'unknown arms {unknown}; choose from {", ".join(ALL_ARMS)}, or {VISUAL_PREFIX}MODEL')
     own_tmp = workdir is None
@@ -162,7 +189,7 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
             result = ArmResult(name)
             results.append(result)
             try:
-                arm = _make_arm(name, workdir, model, device, vlm)
+                arm = _make_arm(name, workdir, model, device, vlm, dense_model)
             except (ColPaliError, ImportError) as e:
                 result.error = str(e).splitlines()[0]
                 LOG.warning(f'eval: arm {name} skipped: {result.error}')
@@ -175,8 +202,9 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
             _query_arm(arm.search, dataset, topk, result, metrics)
             _run_hooks(arm_hooks, result, dataset, workdir)
         if 'hybrid' in arms:
-            members = [r for r in results if r.arm in built]
-            results.append(_hybrid(built, dataset, topk, hybrid_weights, rrf_k, metrics, members, built_searchers))
+            chosen = {k: v for k, v in built.items() if not hybrid_arms or k in hybrid_arms}
+            members = [r for r in results if r.arm in chosen]
+            results.append(_hybrid(chosen, dataset, topk, hybrid_weights, rrf_k, metrics, members, built_searchers))
             if not results[-1].error:
                 _run_hooks(arm_hooks, results[-1], dataset, workdir)
         for name in [a for a in arms if is_multihop(a)]:
@@ -202,13 +230,16 @@ def _run_hooks(hooks: Sequence[Callable], result: ArmResult, dataset: EvalDatase
             LOG.warning(f'eval: {result.arm}: {type(hook).__name__} failed: {e}')
 
 
-def _make_arm(name: str, workdir: Path, model: str, device: str, vlm: Optional[Callable]) -> _Arm:
+def _make_arm(name: str, workdir: Path, model: str, device: str, vlm: Optional[Callable],
+              dense_model: Optional[str] = None) -> _Arm:
     from ..text.extract import MinerUExtractor, get_extractor
 
-    if name == 'colpali':
-        return _visual_arm(workdir, model, device)
+    if name in ('colpali', 'colpali+context'):
+        return _visual_arm(workdir, model, device, name, context=name == 'colpali+context')
     if name.startswith(VISUAL_PREFIX):
         return _visual_arm(workdir, name[len(VISUAL_PREFIX):], device, name)
+    if name == 'dense':
+        return _dense_arm(workdir, dense_model, device)
     if name in ('text', 'text-layer', 'ocr', 'layout'):
         return _text_arm(name, workdir, get_extractor({'text': 'auto'}.get(name, name)))
     if name == 'mineru':
@@ -237,7 +268,9 @@ def _index_arm(arm: _Arm, dataset: EvalDataset, result: ArmResult, stats: Dict[s
     timing = stats.get(arm.name, {'seconds': elapsed, 'pages': max(1, report.added_pages)})
     result.index_seconds = timing['seconds']
     result.index_s_per_page = timing['seconds'] / max(1, timing['pages'])
-    result.bytes_per_page = _storage(arm) / max(1, result.pages)
+    storage = _storage(arm)
+    result.bytes_per_page = sum(storage.values()) / max(1, result.pages)
+    result.index_bytes_per_page = sum(v for k, v in storage.items() if k != 'images') / max(1, result.pages)
 
 
 def _query_arm(search: Callable, dataset: EvalDataset, topk: int, result: ArmResult,
@@ -275,8 +308,9 @@ def _hybrid(built: Dict[str, _Arm], dataset: EvalDataset, topk: int, weights: Op
 
     result = ArmResult('hybrid')
     members = {name: arm for name, arm in built.items() if name != 'hybrid'}
-    if not any(is_visual_arm(n) for n in members) or len(members) < 2:
-        result.error = 'needs a colpali arm and at least one other arm'
+    if len(members) < 2:
+        ran = ', '.join(members) or 'none'
+        result.error = f'needs at least two other arms that ran (ran: {ran})'
         return result
     retriever = HybridRetriever({name: _SearchModule(arm) for name, arm in members.items()},
                                 weights={k: v for k, v in (weights or {}).items() if k in members},
@@ -287,6 +321,7 @@ def _hybrid(built: Dict[str, _Arm], dataset: EvalDataset, topk: int, weights: Op
     # Serving a hybrid means building and storing every member arm.
     result.index_s_per_page = sum(arm.index_s_per_page for arm in member_results)
     result.bytes_per_page = sum(arm.bytes_per_page for arm in member_results)
+    result.index_bytes_per_page = sum(arm.index_bytes_per_page for arm in member_results)
     _query_arm(lambda q, k: retriever.search(q, topk=k), dataset, topk, result, metrics)
     return result
 

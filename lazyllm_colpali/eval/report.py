@@ -48,7 +48,7 @@ def format_table(report: EvalReport) -> str:
     chains = chain_columns(report.arms)   # all@10, R@10 per hop, searches: only where the data has chains
     extra = group_columns(report)         # answer-level metrics, ...: only where an arm hook added them
     header = ['arm', *(_LABELS.get(m, m) for m in report.metrics), *chains, *(_group_label(g, m) for g, m in extra),
-              'p50 ms', 'p95 ms', 'index s/page', 'bytes/page', 'note']
+              'p50 ms', 'p95 ms', 'index s/page', 'bytes/page', 'index bytes/page', 'note']
     rows: List[List[str]] = []
     for arm in report.arms:
         if arm.error:
@@ -58,7 +58,7 @@ def format_table(report: EvalReport) -> str:
                      *(_fmt(arm.chain.get(c), 2 if c == 'searches' else 3) for c in chains),
                      *(_fmt(arm.metric_groups.get(g, {}).get(m)) for g, m in extra), _fmt(arm.latency_p50_ms, 1),
                      _fmt(arm.latency_p95_ms, 1), _fmt(arm.index_s_per_page, 3), _size(arm.bytes_per_page),
-                     arm.note])
+                     _size(arm.index_bytes_per_page), arm.note])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda cells: '| ' + ' | '.join(c.ljust(w) for c, w in zip(cells, widths)) + ' |'  # noqa: E731
     title = (f'{report.dataset}: {report.n_queries} queries, {report.n_pages} pages, top-{report.topk}, '

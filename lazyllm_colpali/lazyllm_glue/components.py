@@ -36,7 +36,8 @@ class ColPaliDocument(ModuleBase):
                  collection: str = DEFAULT_COLLECTION, data_dir: Optional[str] = None,
                  shared_dir: Optional[str] = None, dpi: int = 144,
                  vector_dtype: str = 'float16', mode: str = 'auto', candidate_budget: Optional[int] = None,
-                 scoring_dtype: str = 'float16', progress: bool = True, return_trace: bool = False):
+                 scoring_dtype: str = 'float16', progress: bool = True, dense: bool = False,
+                 return_trace: bool = False):
         super().__init__(return_trace=return_trace)
         if scoring_dtype not in SCORING_DTYPES:   # before any model loads or page is indexed
             raise ValueError(f'scoring_dtype must be one of {", ".join(SCORING_DTYPES)}, got {scoring_dtype!r}')
@@ -48,6 +49,7 @@ class ColPaliDocument(ModuleBase):
         self._retriever_kwargs = dict(mode=mode, candidate_budget=candidate_budget, scoring_dtype=scoring_dtype)
         self._dpi = dpi
         self._progress = progress
+        self.dense = dense   # a single-vector encoder (embed=ColPaliEmbed(encoder=DenseEncoder(...))), Milvus search
         self._index: Optional[ColPaliIndex] = None
         self._lock = threading.Lock()
         self.last_report: Optional[IngestReport] = None
@@ -59,8 +61,13 @@ class ColPaliDocument(ModuleBase):
                 drop_alloc_timestamp_noise()
                 encoder = self.embed.encoder
                 store = MilvusMultiVectorStore(self.db, self.collection, dim=encoder.dim, **self._store_kwargs)
-                self._index = ColPaliIndex(encoder, store, dpi=self._dpi, progress=self._progress,
-                                           retriever=MaxSimRetriever(store, **self._retriever_kwargs))
+                if self.dense:
+                    from ..dense import DenseIndex
+
+                    self._index = DenseIndex(encoder, store, dpi=self._dpi, progress=self._progress)
+                else:
+                    self._index = ColPaliIndex(encoder, store, dpi=self._dpi, progress=self._progress,
+                                               retriever=MaxSimRetriever(store, **self._retriever_kwargs))
                 if self.dataset_path:
                     paths = self.dataset_path if isinstance(self.dataset_path, list) else [self.dataset_path]
                     self.last_report = self._index.add(paths)

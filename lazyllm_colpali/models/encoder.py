@@ -15,6 +15,7 @@ from ..errors import ModelNotFoundError, UnsupportedModelError
 from ..logging import LOG, quiet_transformers
 from .adapters import adapter_base, is_adapter_folder, load_adapted_model
 from .families import Family, detect_family, get_family
+from .hf_native import detect_family_here, load_native
 from .loading import how_to_fix, resolve_model
 
 _DTYPES = {'float32': torch.float32, 'fp32': torch.float32, 'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16,
@@ -91,28 +92,45 @@ class ColPaliEncoder:
                 self._load()
         return self
 
-    def _load(self) -> None:
+    def _family_of(self, source: str):
+        """The family of ``source`` and the module that holds its model and processor classes."""
         import colpali_engine.models as cm
 
+        if self.family_name or is_adapter_folder(source):   # an adapter's family must match what it was trained on
+            return check_family(source, self.family_name), cm
+        return detect_family_here(source), cm
+
+    def _load_native(self, source: str, kwargs: dict, local_only: bool):
+        return load_native(source, kwargs, local_only)
+
+    def _load(self) -> None:
         source, local_only = resolve_model(self.model_name)
-        family = check_family(source, self.family_name)
         kwargs = dict(torch_dtype=self.dtype, local_files_only=local_only)
         if self.attn_implementation:
             kwargs['attn_implementation'] = self.attn_implementation
-        LOG.info(f'Loading {family.model_class} from {source} on {self.device} ({self.dtype})')
+        family = None
         try:
-            model_class = getattr(cm, family.model_class)
             with quiet_transformers():   # no "Loading weights" bar in a library call (LAZYLLM_COLPALI_VERBOSE=1)
-                if is_adapter_folder(source):   # a fine-tuned LoRA adapter: its base, then the adapter merged in
-                    base_source, base_local = resolve_model(adapter_base(source))
-                    model = load_adapted_model(model_class, base_source, source,
-                                               **dict(kwargs, local_files_only=base_local))
+                # transformers-format folders (ColQwen2ForRetrieval, ...) load with transformers' own classes
+                native = None if self.family_name or is_adapter_folder(source) \
+                    else self._load_native(source, kwargs, local_only)
+                if native is not None:
+                    model, processor, family = native[0], native[1], get_family(native[2])
                 else:
-                    model = model_class.from_pretrained(source, **kwargs)
-                processor = load_processor(family, source, local_only)
+                    family, module = self._family_of(source)
+                    LOG.info(f'Loading {family.model_class} from {source} on {self.device} ({self.dtype})')
+                    model_class = getattr(module, family.model_class)
+                    if is_adapter_folder(source):   # a fine-tuned LoRA adapter: its base, then the adapter merged in
+                        base_source, base_local = resolve_model(adapter_base(source))
+                        model = load_adapted_model(model_class, base_source, source,
+                                                   **dict(kwargs, local_files_only=base_local))
+                    else:
+                        model = model_class.from_pretrained(source, **kwargs)
+                    processor = load_processor(family, source, local_only, module)
         except (OSError, ValueError) as e:
             first_line = str(e).splitlines()[0] if str(e) else ''
-            raise ModelNotFoundError(f'model {self.model_name!r} could not be loaded as {family.model_class} '
+            raise ModelNotFoundError(f'model {self.model_name!r} could not be loaded as '
+                                     f'{family.model_class if family else "a supported model"} '
                                      f'({type(e).__name__}: {first_line}). ' + how_to_fix(self.model_name)) from e
         model = model.to(self.device).eval()
         if self.quantize == 'int8':
@@ -130,7 +148,7 @@ class ColPaliEncoder:
         2-3x a repeat and a new query length 0.9-1.6x, so one warm-up, not one per length, is what a
         long-running server needs. Returns the seconds spent."""
         started = time.perf_counter()
-        self._encode(['warm-up query'], self.processor.process_queries, 1)
+        self._encode(['warm-up query'], self._process_queries, 1)
         return time.perf_counter() - started
 
     @property
@@ -150,6 +168,12 @@ class ColPaliEncoder:
         return int(self.model.dim)
 
     # -- encoding --------------------------------------------------------------------------------------
+    def _process_images(self, images: list):
+        return self.processor.process_images(images)
+
+    def _process_queries(self, queries: list):
+        return self.processor.process_queries(queries)
+
     def encode_images(self, images: Sequence[Image.Image]) -> List[torch.Tensor]:
         return self.encode_images_grouped(images)[0]
 
@@ -158,7 +182,7 @@ class ColPaliEncoder:
         """Page vectors and, with ``pool_factor > 1``, each page's token groups: for every token the encoder
         emitted, the row of the pooled vectors it was pooled into (what maps pooled vectors back to the patches
         they cover, see :mod:`lazyllm_colpali.retrieve.explain`); None for pages stored as encoded."""
-        out = self._encode(list(images), self.processor.process_images, self.batch_size)
+        out = self._encode(list(images), self._process_images, self.batch_size)
         if self.pool_factor <= 1:
             return out, [None] * len(out)
         from colpali_engine.compression.token_pooling import HierarchicalTokenPooler
@@ -174,14 +198,14 @@ class ColPaliEncoder:
     def encode_queries(self, queries: Sequence[str]) -> List[torch.Tensor]:
         queries = list(queries)
         if self.query_cache_size <= 0:
-            return self._encode(queries, self.processor.process_queries, self.query_batch_size)
+            return self._encode(queries, self._process_queries, self.query_batch_size)
         with self._lock:
             found = {q: self._query_cache[q] for q in queries if q in self._query_cache}
             for q in found:
                 self._query_cache.move_to_end(q)
         missing = list(dict.fromkeys(q for q in queries if q not in found))
         if missing:
-            fresh = dict(zip(missing, self._encode(missing, self.processor.process_queries, self.query_batch_size)))
+            fresh = dict(zip(missing, self._encode(missing, self._process_queries, self.query_batch_size)))
             found.update(fresh)
             with self._lock:
                 self._query_cache.update(fresh)
@@ -189,8 +213,16 @@ class ColPaliEncoder:
                     self._query_cache.popitem(last=False)
         return [found[q].clone() for q in queries]   # callers may modify what they get
 
+    def encode_texts(self, texts: Sequence[str]) -> List[torch.Tensor]:
+        """Token vectors of plain text through the model's text path (no query prefix or augmentation tokens):
+        a page's context text (ingest/context.py)."""
+        process = getattr(self.processor, 'process_texts', None)
+        if process is None:   # transformers' processors have none: the bare tokenizer
+            def process(batch):
+                return self.processor.tokenizer(batch, return_tensors='pt', padding='longest')
+        return self._encode(list(texts), process, self.query_batch_size)
+
     def _encode(self, items: list, process: Callable, batch_size: int) -> List[torch.Tensor]:
-        model = self.model
         results: List[torch.Tensor] = []
         for start in range(0, len(items), batch_size):
             batch = process(items[start:start + batch_size]).to(self.device)
@@ -199,11 +231,14 @@ class ColPaliEncoder:
                 # (bidirectional attention): zeros say exactly that, so the embeddings are the same, unwarned.
                 batch['token_type_ids'] = torch.zeros_like(batch['input_ids'])
             with torch.inference_mode():
-                embeddings = model(**batch)
-            mask = batch['attention_mask'].bool()
-            # Padding rows are zeroed by the model; drop them so stored pages hold real tokens only.
-            results.extend(e[m].float().cpu() for e, m in zip(embeddings, mask))
+                results.extend(self._outputs(batch))
         return results
+
+    def _outputs(self, batch) -> List[torch.Tensor]:
+        embeddings = self.model(**batch)
+        mask = batch['attention_mask'].bool()
+        # Padding rows are zeroed by the model; drop them so stored pages hold real tokens only.
+        return [e[m].float().cpu() for e, m in zip(embeddings, mask)]
 
 
 def check_family(source: str, family_name: Optional[str] = None) -> Family:
@@ -224,11 +259,13 @@ def check_family(source: str, family_name: Optional[str] = None) -> Family:
     return family
 
 
-def load_processor(family: Family, source: str, local_only: bool = True):
-    """The processor saved beside the weights; an adapter folder without one uses its base model's."""
-    import colpali_engine.models as cm
+def load_processor(family: Family, source: str, local_only: bool = True, module=None):
+    """The processor saved beside the weights; an adapter folder without one uses its base model's.
+    ``module``: where the family's classes live (colpali-engine's models by default)."""
+    if module is None:
+        import colpali_engine.models as module
 
-    processor_class = getattr(cm, family.processor_class)
+    processor_class = getattr(module, family.processor_class)
     if is_adapter_folder(source) and not (Path(source) / 'preprocessor_config.json').is_file() \
             and not (Path(source) / 'processor_config.json').is_file():
         base_source, local_only = resolve_model(adapter_base(source))

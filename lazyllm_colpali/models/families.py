@@ -5,7 +5,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 from ..errors import UnsupportedModelError
 
@@ -32,24 +32,28 @@ FAMILIES: Tuple[Family, ...] = (
 FAMILY_NAMES = tuple(f.name for f in FAMILIES)
 
 
-def get_family(name: str) -> Family:
+def family_by_name(name: str, families: Sequence[Any] = FAMILIES, what: str = 'model family') -> Any:
     key = name.lower().replace('.', '_').replace('-', '_')
-    for family in FAMILIES:
+    for family in families:
         if family.name == key:
             return family
-    raise UnsupportedModelError(f'unknown model family {name!r}; known: {", ".join(FAMILY_NAMES)}')
+    raise UnsupportedModelError(f'unknown {what} {name!r}; known: {", ".join(f.name for f in families)}')
 
 
-def _family_from_architectures(architectures) -> Optional[Family]:
-    for family in FAMILIES:
+def get_family(name: str) -> Family:
+    return family_by_name(name)
+
+
+def family_from_architectures(architectures, families: Sequence[Any] = FAMILIES) -> Optional[Any]:
+    for family in families:
         if any(a in family.architectures for a in architectures or ()):
             return family
     return None
 
 
-def _family_from_name(name: str) -> Optional[Family]:
+def family_from_name(name: str, families: Sequence[Any] = FAMILIES) -> Optional[Any]:
     lowered = name.lower()
-    for family in FAMILIES:
+    for family in families:
         if re.search(family.name_pattern, lowered):
             return family
     return None
@@ -62,7 +66,7 @@ def detect_family(name_or_path: str) -> Family:
     if folder.is_dir():
         config = folder / 'config.json'
         if config.exists():
-            family = _family_from_architectures(json.loads(config.read_text()).get('architectures'))
+            family = family_from_architectures(json.loads(config.read_text()).get('architectures'))
             if family:
                 return family
         adapter = folder / 'adapter_config.json'
@@ -72,7 +76,7 @@ def detect_family(name_or_path: str) -> Family:
                 return detect_family(base)
             hints.insert(0, base)
     for hint in hints:
-        family = _family_from_name(hint)
+        family = family_from_name(hint)
         if family:
             return family
     raise UnsupportedModelError(

@@ -64,19 +64,21 @@ def _randomise_projection(layer: Any) -> None:
     # 0/0 = NaN in the L2 norm. Trained checkpoints have a non-zero bias, so give it one.
     import torch
 
+    if layer is None:   # single-vector (Bi*) models pool hidden states and have no projection
+        return
     with torch.no_grad():
         layer.bias.normal_(std=0.02)
 
 
-def _colpali() -> ModelAndProcessor:
-    from colpali_engine.models import ColPali, ColPaliProcessor
+def _colpali(model_class: str = 'ColPali', processor_class: str = 'ColPaliProcessor') -> ModelAndProcessor:
+    import colpali_engine.models as cm
     from transformers import GemmaTokenizer, PaliGemmaConfig, SiglipImageProcessor
 
     image_processor = SiglipImageProcessor(size={'height': 448, 'width': 448}, image_mean=[0.5] * 3,
                                            image_std=[0.5] * 3, resample=3)
     image_processor.image_seq_length = 1024  # (448/14)^2; PaliGemmaProcessor refuses an image processor without it
     tokenizer = GemmaTokenizer(vocab=_char_vocab(['<pad>', '<eos>', '<bos>', '<unk>', '<mask>']), merges=[])
-    processor = ColPaliProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    processor = getattr(cm, processor_class)(image_processor=image_processor, tokenizer=tokenizer)
     tokenizer = processor.tokenizer  # the processor adds <image> and 1152 <loc>/<seg> tokens: size the vocab after
     config = PaliGemmaConfig(
         vision_config=dict(model_type='siglip_vision_model', hidden_size=32, intermediate_size=64,
@@ -86,8 +88,8 @@ def _colpali() -> ModelAndProcessor:
         image_token_index=tokenizer.convert_tokens_to_ids('<image>'), projection_dim=64, hidden_size=64,
         vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False)  # a tied, unused lm_head is left on the meta device when reloaded
-    model = ColPali(config)
-    _randomise_projection(model.custom_text_proj)
+    model = getattr(cm, model_class)(config)
+    _randomise_projection(getattr(model, 'custom_text_proj', None))
     return model, processor
 
 
@@ -114,12 +116,19 @@ def _qwen_vision(version: str) -> Dict[str, Any]:
                 fullatt_block_indexes=[1], **grid)
 
 
-def _colqwen(version: str) -> ModelAndProcessor:
+def _colqwen(version: str, kind: str = 'col') -> ModelAndProcessor:
+    """``kind``: 'col' (ColQwen2/2.5), 'bi' (BiQwen2/2.5, one vector per input) or 'vlm' (the plain
+    Qwen2-VL generation model with its own processor, as DSE / gme checkpoints ship it)."""
     import colpali_engine.models as cm
+    import transformers
     from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
 
-    model_cls, processor_cls, config_cls = (cm.ColQwen2, cm.ColQwen2Processor, Qwen2VLConfig) if version == '2' \
-        else (cm.ColQwen2_5, cm.ColQwen2_5_Processor, Qwen2_5_VLConfig)
+    classes = {('2', 'col'): (cm.ColQwen2, cm.ColQwen2Processor),
+               ('2.5', 'col'): (cm.ColQwen2_5, cm.ColQwen2_5_Processor),
+               ('2', 'bi'): (cm.BiQwen2, cm.BiQwen2Processor), ('2.5', 'bi'): (cm.BiQwen2_5, cm.BiQwen2_5_Processor),
+               ('2', 'vlm'): (transformers.Qwen2VLForConditionalGeneration, transformers.Qwen2VLProcessor)}
+    model_cls, processor_cls = classes[(version, kind)]
+    config_cls = Qwen2VLConfig if version == '2' else Qwen2_5_VLConfig
     processor = _qwen_processor(processor_cls)
     ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in _QWEN_SPECIAL}
     # mrope_section (temporal, height, width) must sum to head_dim / 2.
@@ -131,31 +140,57 @@ def _colqwen(version: str) -> ModelAndProcessor:
                         bos_token_id=ids['<|endoftext|>'], eos_token_id=ids['<|im_end|>'],
                         pad_token_id=ids['<|endoftext|>'])
     model = model_cls(config)
-    _randomise_projection(model.custom_text_proj)
+    _randomise_projection(getattr(model, 'custom_text_proj', None))
     return model, processor
 
 
-def _colidefics3() -> ModelAndProcessor:
-    from colpali_engine.models import ColIdefics3, ColIdefics3Processor
-    from transformers import GPT2Tokenizer, Idefics3Config, Idefics3ImageProcessor
+def _idefics_tokenizer(special: List[str]) -> Any:
+    from transformers import GPT2Tokenizer
 
     # SmolVLM ships a GPT2 (byte-level BPE) tokenizer with these special tokens.
-    tokenizer = _add_special(GPT2Tokenizer(vocab=_byte_vocab(_IDEFICS_SPECIAL), merges=[], bos_token='<|im_start|>',
-                                           eos_token='<end_of_utterance>', pad_token='<|endoftext|>',
-                                           unk_token='<|endoftext|>'), _IDEFICS_SPECIAL)
+    return _add_special(GPT2Tokenizer(vocab=_byte_vocab(special), merges=[], bos_token='<|im_start|>',
+                                      eos_token='<end_of_utterance>', pad_token='<|endoftext|>',
+                                      unk_token='<|endoftext|>'), special)
+
+
+def _colidefics3(model_class: str = 'ColIdefics3', processor_class: str = 'ColIdefics3Processor') -> ModelAndProcessor:
+    import colpali_engine.models as cm
+    from transformers import Idefics3Config, Idefics3ImageProcessor
+
+    tokenizer = _idefics_tokenizer(_IDEFICS_SPECIAL)
     # Pages are split into 512px tiles (plus a global view); each tile gives (512/16)^2 / 4^2 = 64 tokens.
     image_processor = Idefics3ImageProcessor(size={'longest_edge': 2048}, max_image_size={'longest_edge': 512},
                                              do_image_splitting=True)
-    processor = ColIdefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=64)
+    processor = getattr(cm, processor_class)(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=64)
     config = Idefics3Config(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                            image_size=512, patch_size=16),
         text_config=dict(model_type='llama', vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **_TEXT),
         image_token_id=tokenizer.convert_tokens_to_ids('<image>'), scale_factor=4,
         pad_token_id=tokenizer.pad_token_id)
-    model = ColIdefics3(config)
-    _randomise_projection(model.linear)  # ColIdefics3 names its projection 'linear', not 'custom_text_proj'
+    model = getattr(cm, model_class)(config)
+    _randomise_projection(getattr(model, 'linear', None))  # ColIdefics3 names its projection 'linear'
     return model, processor
+
+
+def _bimodernvbert() -> ModelAndProcessor:
+    from colpali_engine.models import BiModernVBert, BiModernVBertProcessor
+    from transformers import Idefics3ImageProcessor, ModernVBertConfig
+
+    tokenizer = _idefics_tokenizer(_IDEFICS_SPECIAL + ['<|begin_of_text|>'])
+    image_processor = Idefics3ImageProcessor(size={'longest_edge': 2048}, max_image_size={'longest_edge': 512},
+                                             do_image_splitting=True)
+    processor = BiModernVBertProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=64)
+    text = dict(model_type='modernbert', vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                num_hidden_layers=2, num_attention_heads=4, global_attn_every_n_layers=2, local_attention=16,
+                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, cls_token_id=tokenizer.bos_token_id,
+                sep_token_id=tokenizer.eos_token_id)
+    config = ModernVBertConfig(
+        text_config=text, vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                             num_attention_heads=2, image_size=512, patch_size=16),
+        image_token_id=tokenizer.convert_tokens_to_ids('<image>'), pixel_shuffle_factor=4)
+    return BiModernVBert(config), processor
 
 
 _BUILDERS: Dict[str, Callable[[], ModelAndProcessor]] = {
@@ -163,23 +198,41 @@ _BUILDERS: Dict[str, Callable[[], ModelAndProcessor]] = {
     'colqwen2': lambda: _colqwen('2'),
     'colqwen2_5': lambda: _colqwen('2.5'),
     'colidefics3': _colidefics3,
+    # single-vector (dense) families: colpali-engine's Bi* models, and a plain Qwen2-VL for DSE/gme pooling
+    'bipali': lambda: _colpali('BiPali', 'ColPaliProcessor'),   # see models/dense.py on BiPaliProcessor
+    'biqwen2': lambda: _colqwen('2', 'bi'),
+    'biqwen2_5': lambda: _colqwen('2.5', 'bi'),
+    'biidefics3': lambda: _colidefics3('BiIdefics3', 'BiIdefics3Processor'),
+    'bimodernvbert': _bimodernvbert,
+    'dse_qwen2': lambda: _colqwen('2', 'vlm'),
+    'gme_qwen2': lambda: _colqwen('2', 'vlm'),   # the same architecture; the folder name picks gme's prompts
 }
+DENSE_FAMILIES = ('bipali', 'biqwen2', 'biqwen2_5', 'biidefics3', 'bimodernvbert', 'dse_qwen2', 'gme_qwen2')
+FORMATS = ('colpali-engine', 'transformers')
 
 
-def build_tiny_model(family: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
+def build_tiny_model(family: str, out_dir: str | os.PathLike, seed: int = 0, format: str = 'colpali-engine') -> Path:
     """Build a tiny random ``family`` model + processor, save it to ``out_dir`` (created) and return the path.
 
-    Deterministic for a given seed; the caller's torch RNG state is left untouched.
+    Deterministic for a given seed; the caller's torch RNG state is left untouched. ``format='transformers'``
+    (colpali, colqwen2) writes the same seed's weights in transformers' own layout (``ColPaliForRetrieval``,
+    ``ColQwen2ForRetrieval``: the "-hf" checkpoints), so both folders must give the same embeddings.
     """
     import torch
 
     if family not in _BUILDERS:
-        raise ValueError(f'unknown tiny model family {family!r}; choose from {", ".join(FAMILIES)}')
+        raise ValueError(f'unknown tiny model family {family!r}; choose from {", ".join(_BUILDERS)}')
+    if format not in FORMATS:
+        raise ValueError(f'unknown checkpoint format {format!r}; choose from {", ".join(FORMATS)}')
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model, processor = _BUILDERS[family]()
+    if format == 'transformers':
+        from .hf_native import to_transformers_format
+
+        model, processor = to_transformers_format(family, model, processor)
+    out.mkdir(parents=True, exist_ok=True)
     from ..logging import quiet_transformers
 
     with quiet_transformers():   # no "Writing model shards" bar in a library call
@@ -193,9 +246,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('out_dir', help='each family is written to OUT_DIR/<family>')
     parser.add_argument('--families', default=','.join(FAMILIES), help=f'comma-separated, from {",".join(FAMILIES)}')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--format', default='colpali-engine', choices=FORMATS)
     args = parser.parse_args(argv)
     for family in args.families.split(','):
-        print(f'{family}: {build_tiny_model(family, Path(args.out_dir) / family, seed=args.seed)}')
+        print(f'{family}: {build_tiny_model(family, Path(args.out_dir) / family, args.seed, args.format)}')
 
 
 if __name__ == '__main__':

@@ -24,10 +24,10 @@ from typing import Any, Callable, Dict, Optional, Union
 from ..lazyllm_glue.arms import HybridRetriever, PageTextRetriever
 from ..lazyllm_glue.components import ColPaliDocument, ColPaliRetriever
 from ..lazyllm_glue.embed import ColPaliEmbed
-from ..settings import data_home
+from ..settings import DEFAULT_COLLECTION, data_home
 from ..text import CaptionQAAugmenter, PageTextIndex
 
-__all__ = ['caption_arm', 'hybrid_arm', 'multihop_arm', 'text_arm', 'visual_arm']
+__all__ = ['caption_arm', 'dense_arm', 'hybrid_arm', 'multihop_arm', 'text_arm', 'visual_arm']
 
 Paths = Union[str, Path, list]
 
@@ -44,6 +44,23 @@ def visual_arm(dataset_path: Paths, model: Union[str, ColPaliEmbed, None] = None
     """ColPali pages in Milvus (Lite file by default), exact MaxSim."""
     embed = model if isinstance(model, ColPaliEmbed) else ColPaliEmbed(model)
     return ColPaliRetriever(ColPaliDocument(dataset_path, embed=embed, db=db, **document_kwargs), topk=topk)
+
+
+def dense_arm(dataset_path: Paths, model: str, db: Optional[str] = None, topk: int = 5,
+              collection: str = DEFAULT_COLLECTION, **document_kwargs: Any) -> ColPaliRetriever:
+    """One vector per page from a visual bi-encoder (``tiny:biqwen2`` offline; a BiQwen2 / DSE folder for real),
+    in collection ``<collection>_dense`` of the same Milvus, searched by Milvus."""
+    from ..dense import dense_collection, dense_dirs
+    from ..models.dense import DenseEncoder
+
+    name = dense_collection(collection)
+    document_kwargs['data_dir'], document_kwargs['shared_dir'] = dense_dirs(
+        name, document_kwargs.get('data_dir'), document_kwargs.get('shared_dir'))
+    doc = ColPaliDocument(dataset_path, embed=ColPaliEmbed(encoder=DenseEncoder(model)), db=db, collection=name,
+                          dense=True, **document_kwargs)
+    retriever = ColPaliRetriever(doc, topk=topk)
+    retriever.arm_name = 'dense'
+    return retriever
 
 
 def text_arm(dataset_path: Paths, extractor: str = 'auto', workdir: Optional[str] = None, topk: int = 5,

@@ -316,6 +316,11 @@ class PageExplainer:
         if vectors is None or page_id not in records:
             raise ExplainError(f'no page {page_id!r} in this collection (ids come from search results)')
         record = records[page_id]
+        from ..ingest.context import CONTEXT_KEY
+
+        context = int((record.metadata or {}).get(CONTEXT_KEY, 0))
+        if context:   # context vectors (index --context) have no place on the page: maps show the image part
+            vectors = vectors[:max(1, len(vectors) - context)]
         labels, content = query_tokens(self.encoder.processor, query)
         query_vectors = self.encoder.encode_queries([query])[0]
         if len(labels) != len(query_vectors):   # a processor that tokenises differently than it encodes

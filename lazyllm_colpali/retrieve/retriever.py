@@ -83,6 +83,7 @@ class MaxSimRetriever:
         self.cache_bytes = cache_bytes
         self.nprobe = nprobe
         self._lock = threading.Lock()
+        self._stored: Optional[PackedMultiVectors] = None   # the store's packed view the layouts below were made from
         self._source: Optional[PackedMultiVectors] = None
         self._scoring: Optional[PackedMultiVectors] = None
         self._position: Dict[str, int] = {}
@@ -112,11 +113,17 @@ class MaxSimRetriever:
         layout is rebuilt only when the store's packed view changes."""
         with self._lock:
             packed = self.store.packed()
-            if packed is not self._source:
-                self._source = packed
-                self._scoring = self._scoring_layout(packed)
+            if packed is not self._stored:
+                self._stored = packed
+                self._source = self._scored_pages(packed)
+                self._scoring = self._scoring_layout(self._source)
                 self._position = {p: i for i, p in enumerate(packed.page_ids)}
             return self._source, self._scoring, self._position
+
+    def _scored_pages(self, packed: PackedMultiVectors) -> PackedMultiVectors:
+        """The stored pages as this retriever scores them, exactly (a subclass may keep part of each page:
+        :class:`~lazyllm_colpali.retrieve.context.ImageOnlyMaxSimRetriever`); same pages, same order."""
+        return packed
 
     def _centroid_index(self, packed: PackedMultiVectors) -> CentroidIndex:
         # Trained once per collection (and shared: see centroid_file); later changes only assign the new pages.
@@ -208,11 +215,17 @@ class MaxSimRetriever:
         i = position.get(page_id)
         return None if i is None else source.page(i)
 
-    def search_vectors(self, query: torch.Tensor, topk_: int = 5, filters: Filters = None) -> List[SearchHit]:
+    def search_vectors(self, query: torch.Tensor, topk_: int = 5, filters: Filters = None,
+                       page_ids: Optional[Sequence[str]] = None) -> List[SearchHit]:
+        """Top pages by exact MaxSim. ``page_ids``: score only these candidates (e.g. a dense arm's top pages,
+        already filtered), instead of this retriever's own mode."""
         if query.ndim != 2 or query.shape[0] == 0:
             raise EmptyQueryError('the query produced no vectors; give a non-empty query')
         source, scoring, position = self._collection()
-        indices = self._page_indices(query, source, position, filters)
+        if page_ids is None:
+            indices = self._page_indices(query, source, position, filters)
+        else:
+            indices = [position[p] for p in page_ids if p in position]
         if len(source) == 0 or indices == []:
             return []
         # The rerank scores the chosen pages in place (no copy of their tokens).
@@ -230,9 +243,14 @@ class MaxSimRetriever:
             values, best = topk(exact, want)
             positions = [candidates[int(i)] for i in best]
         chosen = [source.page_ids[i] for i in positions]
-        records = self.store.records(chosen)
-        hits = [SearchHit(page_id=r.page_id, doc_id=r.doc_id, source=r.source, file_name=r.file_name,
-                          page=r.page_number, score=float(v), image_path=r.image_path, metadata=r.metadata,
-                          image_key=r.image_key)
-                for v, r in ((v, records[p]) for v, p in zip(values.tolist(), chosen) if p in records)]
-        return hits[:topk_]
+        return hits_for(self.store, list(zip(chosen, values.tolist())), topk_)
+
+
+def hits_for(store: MultiVectorStore, scored: Sequence[Tuple[str, float]], topk_: int) -> List[SearchHit]:
+    """``SearchHit``s for ``(page_id, score)`` pairs, best first; pages without a visible row are skipped."""
+    records = store.records([p for p, _ in scored])
+    hits = [SearchHit(page_id=r.page_id, doc_id=r.doc_id, source=r.source, file_name=r.file_name,
+                      page=r.page_number, score=float(v), image_path=r.image_path, metadata=r.metadata,
+                      image_key=r.image_key)
+            for v, r in ((v, records[p]) for p, v in scored if p in records)]
+    return hits[:topk_]

@@ -518,6 +518,17 @@ class MilvusMultiVectorStore(MultiVectorStore):
                 totals[page_id] = totals.get(page_id, 0.0) + float(hit['distance'])
         return sorted(totals, key=totals.__getitem__, reverse=True)[:budget]
 
+    # -- dense search (the single-vector arm, lazyllm_colpali/dense.py) -----------------------------------
+    def search_pooled(self, vector: torch.Tensor, limit: int, filters: Filters = None) -> List[tuple]:
+        """``[(page_id, inner product)]``, best first: Milvus's own search (HNSW or FLAT) over the pages' dense
+        field. For pages of one vector each (the dense arm) this is the whole search."""
+        limit = max(1, min(limit, _MAX_SEARCH_LIMIT))
+        params = {'metric_type': 'IP', 'params': {'ef': max(limit, 64)} if self.index_type == 'HNSW' else {}}
+        hits = self._call('search', self._client.search, self.collection, data=[vector.float().reshape(-1).tolist()],
+                          limit=limit, filter=filter_expression(filters), output_fields=['page_id'],
+                          search_params=params, **_FAST_READ)
+        return [(h['entity']['page_id'] if 'entity' in h else h['id'], float(h['distance'])) for h in hits[0]]
+
     def documents(self) -> List[Dict[str, Any]]:
         docs: Dict[str, Dict[str, Any]] = {}
         for row in self._query('', ['doc_id', 'source', 'file_name']):
