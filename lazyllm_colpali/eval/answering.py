@@ -48,21 +48,22 @@ class AnswerEvalSettings:
 
 
 def rag_answer_text(output: Any) -> str:
-    """The answer text of a ``build_rag`` result: an ``Answer``, a dict, or the Markdown string with a
-    ``**Sources**`` list (Markdown-escaped text is unescaped: until the chat alone escapes, ``build_rag`` returns
-    ``&#91;file, p. 3&#93;``).
+    """The answer text of a ``build_rag`` result: an ``Answer``, a dict, or the text with its numbered sources
+    after it - plain (the default) or Markdown (``output='markdown'``: the escaped text is unescaped).
 
+    >>> rag_answer_text('16 bar [manual.pdf, p. 1] & more\\n\\nSources\\n1. manual.pdf, p. 1 (score 0.90)')
+    '16 bar [manual.pdf, p. 1] & more'
     >>> rag_answer_text('16 bar &#91;manual.pdf, p. 1&#93;\\n\\n**Sources**\\n1. manual.pdf, p. 1 (score 0.90)')
     '16 bar [manual.pdf, p. 1]'
     """
     if hasattr(output, 'text'):
-        text = output.text
-    elif isinstance(output, dict):
-        text = output.get('answer') or output.get('text') or output.get('content') or ''
-    else:
-        text = str(output)
-    text = text.split('\n\n**Sources**', 1)[0]
-    return html.unescape(text).strip()
+        return str(output.text).strip()
+    if isinstance(output, dict):
+        return str(output.get('answer') or output.get('text') or output.get('content') or '').strip()
+    text = str(output)
+    if '\n\n**Sources**' in text:
+        return html.unescape(text.rsplit('\n\n**Sources**', 1)[0]).strip()
+    return text.rsplit('\n\nSources\n', 1)[0].strip()
 
 
 def standin_lookup(dataset) -> List[Dict[str, Any]]:
