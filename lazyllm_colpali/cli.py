@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import List, Optional
 
 EPILOG = '''examples:
@@ -30,6 +30,13 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--shared-dir', default=None, help='page images and the centroid index; point every machine at '
                                                       'the same folder (default: $LAZYLLM_COLPALI_SHARED_DIR or '
                                                       'the data dir)')
+
+
+def _add_source_prefix_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--source-prefix', default=None, metavar='NAME',
+                   help='names the file system the indexed paths belong to: a changed file replaces only its own '
+                        'older version from the same prefix and path (default: $LAZYLLM_COLPALI_SOURCE_PREFIX or '
+                        'this machine\'s host name; give machines that see the same files one name)')
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -67,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--dpi', type=int, default=144, help='page rendering resolution (default: 144)')
     p.add_argument('--pool-factor', type=int, default=1, help='hierarchical token pooling factor (1 = off)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    _add_source_prefix_arg(p)
 
     p = sub.add_parser('search', help='top-k pages for a query', epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('delete', help='delete documents by doc id (see `docs`)')
     p.add_argument('doc_ids', nargs='+', metavar='DOC_ID')
     _add_store_args(p)
+    p = sub.add_parser('drop', help='remove a whole collection (any half-created state too), after confirmation')
+    p.add_argument('--yes', action='store_true', help='do not ask (scripts); without it, type the collection name')
+    _add_store_args(p)
 
     p = sub.add_parser('serve-api', help='JSON search API (POST /search, POST /index) for programs')
     _add_model_args(p)
@@ -97,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--token-env', default=None, metavar='VAR',
                    help='environment variable holding a bearer token every request must carry '
                         '(required when --host is not loopback)')
+    _add_source_prefix_arg(p)
 
     p = sub.add_parser('serve', help='browser chat (lazyllm.WebModule) over the collection, with page thumbnails',
                        epilog='example: lazyllm-colpali serve --model tiny:colpali --vlm-url standin',
@@ -113,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('check', help='cross-check Milvus rows, Milvus and local vectors, and page images')
     p.add_argument('--repair', action='store_true', help='refetch vectors from Milvus, re-encode or re-render what is '
                                                          'lost from the source files, drop unreferenced vectors and '
-                                                         'images, compact the vector file')
+                                                         'images, compact the vector file, finish a half-created '
+                                                         'collection')
     _add_store_args(p)
     _add_model_args(p)
 
@@ -195,6 +208,8 @@ def _encoder(args, pool_factor: int = 1, model: Optional[str] = None):
 def _parse_pages(text: Optional[str]):
     if not text:
         return None
+    from .store.milvus_query import MAX_PAGE
+
     first, _, last = text.partition('-')
     try:
         pages = (int(first), int(last or first))
@@ -202,6 +217,8 @@ def _parse_pages(text: Optional[str]):
         raise SystemExit(f'error: --pages wants a range like 3-7, got {text!r}')
     if pages[0] < 1 or pages[0] > pages[1]:
         raise SystemExit(f'error: --pages {text}: pages count from 1 and the first may not be after the last')
+    if pages[1] > MAX_PAGE:
+        raise SystemExit(f'error: --pages {text}: page numbers go up to {MAX_PAGE:,}')
     return pages
 
 
@@ -241,7 +258,7 @@ def cmd_index(args) -> int:
     encoder = _encoder(args, args.pool_factor)
     with _store(args, encoder.dim) as store:
         index = ColPaliIndex(encoder, store, dpi=args.dpi, progress=not args.no_progress,
-                             allow_model_change=args.allow_model_change)
+                             allow_model_change=args.allow_model_change, source_prefix=args.source_prefix)
         start = time.perf_counter()
         report = index.add(args.paths)
         seconds = time.perf_counter() - start
@@ -289,8 +306,12 @@ def cmd_docs(args) -> int:
     _check_existing_db(args)
     with _store(args) as store:
         docs = store.documents()
+        prefixes = {}
+        for claim in store.source_documents():
+            prefixes.setdefault(claim.doc_id, []).append(_shown(claim.prefix))
         for doc in docs:
-            print(f'{doc["doc_id"]}  {doc["pages"]:>5} pages  {_shown(doc["source"])}')
+            held = f'  (from {", ".join(sorted(prefixes[doc["doc_id"]]))})' if doc['doc_id'] in prefixes else ''
+            print(f'{doc["doc_id"]}  {doc["pages"]:>5} pages  {_shown(doc["source"])}{held}')
     print(f'{len(docs)} documents, {sum(d["pages"] for d in docs)} pages')
     return 0
 
@@ -350,7 +371,7 @@ def cmd_serve_api(args) -> int:
 
     encoder = _encoder(args)
     with sock, _store(args, encoder.dim) as store:
-        index = ColPaliIndex(encoder, store, progress=False)
+        index = ColPaliIndex(encoder, store, progress=False, source_prefix=args.source_prefix)
         app = create_app(index, allow_roots=args.allow_root, allowed_hosts=allowed_hosts_for(args.host), token=token)
         server = uvicorn.Server(uvicorn.Config(app, log_level='warning', timeout_graceful_shutdown=3))
         # uvicorn re-raises the signal it stopped on once it has shut down: ours only notes it, so the store
@@ -410,7 +431,18 @@ def cmd_serve(args) -> int:
 
 
 def cmd_check(args) -> int:
-    with _store(args, create=False) as store:
+    from .store.collections import HalfCreatedError
+
+    try:
+        store = _open_store(args, create=False)
+    except HalfCreatedError as e:
+        print(_shown(e))
+        if not args.repair:
+            print('inconsistent: run `lazyllm-colpali check --repair` to finish creating it')
+            return 1
+        store = _open_store(args)   # creates what a stopped creation left out, checks what it made
+        print(f'finished creating the collection: it now has {", ".join(e.missing)}')
+    with closing(store):
         report = store.check(repair=args.repair)
         if args.repair and report['needs_encoding']:
             report = _reencode(args, store, report)
@@ -418,6 +450,9 @@ def cmd_check(args) -> int:
     for key, values in problems.items():
         print(f'{key}: {len(values)}  ({", ".join(values[:5])}{", ..." if len(values) > 5 else ""})')
     summary = f'{report["pages"]} pages; {report["dead_vector_rows"]} unused vector rows'
+    if report.get('unverified_vectors'):
+        summary += (f'; {report["unverified_vectors"]} cached pages have no checksum yet (`check --repair` verifies '
+                    f'and records them)')
     if args.repair:
         summary += (f'; repair reclaimed {report["reclaimed_vector_rows"]} vector rows and restored '
                     f'{report["repaired_images"]} images')
@@ -432,6 +467,28 @@ def cmd_check(args) -> int:
         print('consistent; `lazyllm-colpali check --repair` reclaims the unused vector rows')
     else:
         print('consistent')
+    return 0
+
+
+def cmd_drop(args) -> int:
+    from .settings import DEFAULT_COLLECTION, default_db
+    from .store.drop import carry_out, plan_drop
+
+    collection = args.collection or DEFAULT_COLLECTION
+    shared = args.shared_dir or os.environ.get('LAZYLLM_COLPALI_SHARED_DIR') or None
+    plan = plan_drop(args.db or default_db(), collection, data_dir=args.data_dir, shared_dir=shared)
+    if plan.empty:
+        print(f'nothing to drop: no collection {collection!r} in {_shown(plan.uri)} and no cache here')
+        return 0
+    print(_shown(plan.describe()))
+    if not args.yes:
+        print(f'type the collection name ({collection}) to remove all of it: ', end='', flush=True)
+        answer = sys.stdin.readline().strip()
+        if answer != collection:
+            print('not dropped: the name did not match', file=sys.stderr)
+            return 1
+    carry_out(plan)
+    print(f'dropped {collection!r}: {len(plan.collections)} Milvus collections, {len(plan.doc_ids)} documents')
     return 0
 
 
@@ -510,7 +567,7 @@ def cmd_standin_vlm(args) -> int:
 
 
 COMMANDS = {'index': cmd_index, 'search': cmd_search, 'docs': cmd_docs, 'delete': cmd_delete,
-            'check': cmd_check, 'serve-api': cmd_serve_api, 'make-tiny-model': cmd_make_tiny_model,
+            'check': cmd_check, 'drop': cmd_drop, 'serve-api': cmd_serve_api, 'make-tiny-model': cmd_make_tiny_model,
             'eval': cmd_eval, 'serve': cmd_serve, 'standin-vlm': cmd_standin_vlm}
 
 

@@ -20,39 +20,10 @@ import torch
 
 from lazyllm_colpali import MaxSimRetriever, MilvusMultiVectorStore
 from tests.helpers.pdfs import make_text_pdf
-from lazyllm_colpali.devtools.milvus_servers import (MilvusStandalone, free_port, milvus_standalone_exe,
-                                                     start_lite_server)
+from lazyllm_colpali.devtools.milvus_servers import free_port, start_lite_server
 from tests.helpers.store_worker import DIM, items_for, vectors_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope='module')
-def lite_server(tmp_path_factory):
-    port = free_port()
-    proc = start_lite_server(tmp_path_factory.mktemp('lite-server'), port)
-    yield f'http://127.0.0.1:{port}'
-    proc.kill()
-    proc.wait(timeout=30)
-
-
-@pytest.fixture(scope='session')
-def milvus23(tmp_path_factory):
-    exe = milvus_standalone_exe()
-    if exe is None:
-        if os.environ.get('CI'):
-            pytest.fail('Milvus 2.3.5 standalone is not installed: run scripts/setup-milvus.sh')
-        pytest.skip('Milvus 2.3.5 standalone is not installed (scripts/setup-milvus.sh)')
-    data = tmp_path_factory.mktemp('milvus23') / 'data'
-    data.mkdir()
-    server = MilvusStandalone(exe, data).start()
-    yield f'http://127.0.0.1:{server.port}'
-    server.stop()
-
-
-@pytest.fixture(params=['lite-server', 'milvus-2.3'])
-def server_uri(request):
-    return request.getfixturevalue('lite_server' if request.param == 'lite-server' else 'milvus23')
 
 
 def _collection() -> str:
