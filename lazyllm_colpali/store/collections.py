@@ -45,6 +45,21 @@ class OwnedCollection:
     required: bool = True
 
 
+def with_placeholder_vector(schema):
+    """Add the 2-dim vector field Milvus wants in every collection, to a collection that needs none."""
+    from pymilvus import DataType
+
+    schema.add_field('v', DataType.FLOAT_VECTOR, dim=2)
+    return schema
+
+
+def placeholder_index(client):
+    """The index of :func:`with_placeholder_vector`'s field (never searched)."""
+    params = client.prepare_index_params()
+    params.add_index(field_name='v', index_type='FLAT', metric_type='IP')
+    return params
+
+
 def store_collection_names(all_names: Iterable[str], collection: str) -> List[str]:
     """Every collection that belongs to the store ``collection`` (probes included)."""
     return sorted(n for n in all_names if n == collection or n.startswith(f'{collection}__'))

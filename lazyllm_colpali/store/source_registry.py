@@ -27,7 +27,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from .collections import OwnedCollection
+from .collections import OwnedCollection, placeholder_index, with_placeholder_vector
 from .milvus_query import filter_expression, query_all
 
 SOURCE_PREFIX_ENV = 'LAZYLLM_COLPALI_SOURCE_PREFIX'
@@ -92,13 +92,10 @@ class SourceRegistry:
         schema.add_field('source', DataType.VARCHAR, max_length=4096)
         schema.add_field('mtime', DataType.DOUBLE)
         schema.add_field('at', DataType.DOUBLE)
-        schema.add_field('v', DataType.FLOAT_VECTOR, dim=2)   # Milvus wants a vector field in every collection
-        return schema
+        return with_placeholder_vector(schema)
 
     def index(self):
-        index = self.client.prepare_index_params()
-        index.add_index(field_name='v', index_type='FLAT', metric_type='IP')
-        return index
+        return placeholder_index(self.client)
 
     def exists(self) -> bool:
         from . import collections
