@@ -3,12 +3,10 @@ store, serve-api, the chat and the indexer recover by themselves; while the serv
 answers 503 with JSON saying what is down. Runs on milvus-lite's server and on Milvus 2.3.5."""
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +15,7 @@ from lazyllm_colpali import ColPaliIndex, MaxSimRetriever, MilvusMultiVectorStor
 from lazyllm_colpali.serving.api import create_app
 from tests.helpers.pdfs import make_text_pdf
 from tests.helpers.servers import serve_in_thread
-from tests.helpers.store_worker import DIM, items_for, vectors_for
+from tests.helpers.store_worker import DIM, items_for, manifest_count, vectors_for
 
 
 def _collection() -> str:
@@ -118,14 +116,6 @@ def _answered(text: str) -> str:
     return text
 
 
-def _manifest_count(vector_dir: Path) -> int:
-    try:
-        with sqlite3.connect(f'file:{vector_dir / "manifest.sqlite"}?mode=ro', uri=True, timeout=1) as db:
-            return db.execute('SELECT COUNT(*) FROM pages').fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-
-
 def test_the_indexer_rides_through_a_quick_restart(tiny_model_dir, tmp_path):
     """A server back within the retry budget: `index` finishes by itself, every page stored once."""
     from lazyllm_colpali.devtools.milvus_servers import LiteServer
@@ -141,7 +131,7 @@ def test_the_indexer_rides_through_a_quick_restart(tiny_model_dir, tmp_path):
     proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
-        while _manifest_count(tmp_path / 'A' / 'vectors') < 3 and proc.poll() is None and time.time() < deadline:
+        while manifest_count(tmp_path / 'A' / 'vectors') < 3 and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None, 'the indexer finished before the restart'
         server.restart(down_seconds=1)

@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from lazyllm_colpali import ColPaliIndex, MaxSimRetriever, MilvusMultiVectorStore, PageRecord, StoreError
@@ -126,6 +125,38 @@ def test_a_kill_between_pages_and_claims_is_finished_by_the_rerun(lite_server, c
     report = index.add([path])                          # the rerun encodes nothing, claims, replaces
     assert report.added_pages == 0 and [d['doc_id'] for d in store.documents()] != [old]
     assert len(store.documents()) == 1 and [c.prefix for c in store.source_documents()] == ['host-A']
+    store.close()
+
+
+def test_kill_9_while_new_versions_replace_old_ones_then_the_rerun_keeps_exactly_the_new(lite_server, tiny_model_dir,
+                                                                                         tmp_path):
+    from tests.helpers.store_worker import manifest_count
+
+    folder, collection = tmp_path / 'pdfs', _collection()
+    for d in range(6):
+        make_text_pdf(folder / f'doc {d}.pdf', [f'version one of document {d}'])
+    index = ['index', folder, '--model', tiny_model_dir('colpali'), '--db', lite_server, '--collection', collection,
+             '--data-dir', tmp_path / 'A', '--dpi', 40, '--batch-size', 1, '--no-progress', '--source-prefix', 'host-A']
+    assert cli(*index).returncode == 0
+    time.sleep(0.05)
+    for d in range(6):
+        make_text_pdf(folder / f'doc {d}.pdf', [f'version two of document {d}', 'with a second page'])
+    proc = subprocess.Popen([sys.executable, '-m', 'lazyllm_colpali.cli', *map(str, index)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while manifest_count(tmp_path / 'A' / 'vectors') < 9 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, 'the indexer finished before it could be killed'
+    proc.kill()
+    proc.wait(timeout=60)
+    rerun = cli(*index)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    store = MilvusMultiVectorStore(lite_server, collection, data_dir=tmp_path / 'A')
+    assert sorted(d['pages'] for d in store.documents()) == [2] * 6             # every old version gone, once
+    claims = store.source_documents()
+    assert len(claims) == 6 and {c.prefix for c in claims} == {'host-A'}
+    report = store.check()
+    assert not any(v for v in report.values() if isinstance(v, list)), {k: v for k, v in report.items() if v}
     store.close()
 
 
@@ -286,7 +317,8 @@ def test_rot_in_a_lite_file_is_left_out_reported_and_re_encoded(tiny_model_dir, 
 
 
 # -- 5. a hostile image key ---------------------------------------------------------------------------------------
-def test_a_hostile_image_key_is_refused_at_write_and_is_one_bad_page_at_read(db_path):
+def test_a_hostile_image_key_is_refused_at_write_and_is_one_bad_page_at_read(db_path, tmp_path):
+    real = make_text_pdf(tmp_path / 'real.pdf', ['a page whose image can be rendered again'])
     store = MilvusMultiVectorStore(db_path, dim=DIM)
     items = items_for('aaaaaaaaaaaaaaaa', 4)
     store.add([(r, v, Image.new('RGB', (8, 8))) for r, v, _ in items])
@@ -296,9 +328,11 @@ def test_a_hostile_image_key_is_refused_at_write_and_is_one_bad_page_at_read(db_
         with pytest.raises(ValueError, match='image key'):
             store.add([(record, vectors_for(record.page_id), None)])
     assert store.count() == 4
-    # a row written by something that did not check (an older version, a hostile writer)
+    # a row written by something that did not check (an older version, a hostile writer), whose page image
+    # is missing and can be rendered again from its source: the old code saved it under the hostile key
     row = store._client.get(store.collection, ids=['aaaaaaaaaaaaaaaa-p00002'])[0]
-    store._client.upsert(store.collection, [{**row, 'image_key': '../../../../etc/passwd'}])
+    store._client.upsert(store.collection, [{**row, 'image_key': '../../../../etc/passwd', 'source': str(real),
+                                             'content_sha': ''}])
     hits = MaxSimRetriever(store, mode='exact').search_vectors(vectors_for('aaaaaaaaaaaaaaaa-p00002'), 4)
     assert [h.page_id for h in hits] and 'aaaaaaaaaaaaaaaa-p00002' not in [h.page_id for h in hits]
     assert store.check()['bad_image_keys'] == ['aaaaaaaaaaaaaaaa-p00002']
