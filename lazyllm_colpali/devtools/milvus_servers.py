@@ -88,6 +88,23 @@ def milvus_standalone_exe() -> Optional[Path]:
     return Path(found) if found else None
 
 
+ETCD_PEER_PORT = 2380   # Milvus 2.3.5's embedded etcd always listens here: one standalone per machine
+
+
+def wait_for_etcd_peer_port(seconds: float) -> None:
+    """Wait while another Milvus 2.3.5 on this machine (another test session's) holds the etcd peer port:
+    starting beside it fails with "address already in use" and a panic."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(('127.0.0.1', ETCD_PEER_PORT)) != 0:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'port {ETCD_PEER_PORT} is still taken after {seconds:.0f} s: another Milvus 2.3.5 '
+                               f'standalone (its embedded etcd) runs on this machine')
+        time.sleep(2)
+
+
 class MilvusStandalone:
     """Milvus 2.3.5 standalone on its own ports. Its wrapper starts ``milvus run standalone`` as a child that
     ignores SIGTERM for ~40 s, so stop() kills that child by pid too."""
@@ -114,6 +131,7 @@ class MilvusStandalone:
         return self.start()
 
     def start(self) -> 'MilvusStandalone':
+        wait_for_etcd_peer_port(900)
         args = [str(self.exe), '--data', str(self.data_dir)]
         for flag, port in self.ports.items():
             args += [flag, str(port)]
