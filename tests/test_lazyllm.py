@@ -231,6 +231,12 @@ def test_colpali_milvus_store_contract(tmp_path):
     store.delete('col_image', {'docid': ['a']})
     assert store.last_deleted['col_image'] == {'documents': ['a'], 'pages': ['a-p2']}
     assert [g['uid'] for g in store.get('col_image', {'uid': list(pages)})] == ['b-p1']
+    with pytest.raises(ValueError, match='nothing was deleted'):   # one bad id after a good one (issue 23)
+        store.delete('col_image', {'docid': ['b', '../x']})
+    assert [g['uid'] for g in store.get('col_image', {'uid': list(pages)})] == ['b-p1']
+    with pytest.raises(ValueError, match='expected a name or a list of names'):   # {'$ne': ...}: refused
+        store.search('col_image', 'q', query_embedding=query.tolist(), embed_key='colpali',
+                     filters={'file_name': {'$ne': 'x'}})
     store.delete('col_image', {'kb_id': 'kb1'})
     assert store.get('col_image', {'uid': list(pages)}) == []
     with pytest.raises(StoreError, match='multi-vectors'):

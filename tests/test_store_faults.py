@@ -395,6 +395,8 @@ def test_store_errors_name_the_state_not_a_traceback(tmp_path):
         store.page_ids({'file': 'a\x01b.pdf'})
     with pytest.raises(ValueError, match='out of range'):
         store.page_ids({'pages': (1, 10 ** 20)})
-    with pytest.raises(ValueError, match='invalid doc id'):
+    store.add(items_for('aaaaaaaaaaaaaaaa', 2))
+    with pytest.raises(ValueError, match='invalid doc id'):   # checked before anything is deleted
         store.delete_docs(['aaaaaaaaaaaaaaaa', '../x'])
+    assert store.count() == 2
     store.close()
