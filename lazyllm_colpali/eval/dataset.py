@@ -31,6 +31,8 @@ class EvalDataset:
     queries: Dict[str, str]
     qrels: Dict[str, Dict[str, int]]
     notes: List[str] = field(default_factory=list)
+    # position of each gold page in its query's chain of concepts (qrels' optional "hop" field; eval/chains.py)
+    chain_hops: Dict[str, Dict[str, int]] = field(default_factory=dict)
 
     def page_key(self, source: str, page: int) -> str:
         path = Path(source).resolve()
@@ -105,6 +107,23 @@ def load_qrels(path: Path, aliases: Optional[Dict[str, str]] = None) -> Dict[str
     return qrels
 
 
+def load_hops(path: Path, aliases: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, int]]:
+    """The optional ``hop`` of each gold page (its position in a chain of concepts), from qrels records."""
+    hops: Dict[str, Dict[str, int]] = {}
+    for record in _read_records(path):
+        if record.get('hop') in (None, '') or float(record.get('score', 1)) <= 0:
+            continue
+        page = str(_field(record, 'page', 'corpus_id', 'corpus-id', 'doc_id', where=path))
+        page = (aliases or {}).get(page, page)
+        try:
+            hop = int(record['hop'])
+        except (TypeError, ValueError):
+            raise DatasetError(f'{path}: "hop" must be a whole number, got {record["hop"]!r}') from None
+        hops.setdefault(str(_field(record, 'query_id', 'query-id', 'qid', where=path)), {})[
+            page if '#' in page else f'{page}#1'] = hop
+    return hops
+
+
 def _materialize_corpus(root: Path, corpus_file: Path) -> Dict[str, str]:
     """BEIR-style corpus with image bytes -> ``.materialized/<corpus-id>.png``; returns corpus-id -> page key."""
     from PIL import Image
@@ -143,7 +162,8 @@ def load_dataset(path: str | Path, name: Optional[str] = None) -> EvalDataset:
             raise DatasetError(f'{root}: no corpus/ folder and no corpus.jsonl|parquet')
         aliases = _materialize_corpus(root, corpus_file)
         corpus_dir = root / '.materialized'
-    dataset = EvalDataset(name or root.name, corpus_dir, load_queries(queries_file), load_qrels(qrels_file, aliases))
+    dataset = EvalDataset(name or root.name, corpus_dir, load_queries(queries_file), load_qrels(qrels_file, aliases),
+                          chain_hops=load_hops(qrels_file, aliases))
     dataset.validate()
     return dataset
 
@@ -153,7 +173,8 @@ def from_parts(corpus: str | Path, queries: str | Path, qrels: str | Path, name:
     corpus_dir = Path(corpus).expanduser()
     if not corpus_dir.is_dir():
         raise DatasetError(f'{corpus_dir}: the corpus must be a folder of PDFs or images')
-    dataset = EvalDataset(name or corpus_dir.name, corpus_dir, load_queries(Path(queries)), load_qrels(Path(qrels)))
+    dataset = EvalDataset(name or corpus_dir.name, corpus_dir, load_queries(Path(queries)), load_qrels(Path(qrels)),
+                          chain_hops=load_hops(Path(qrels)))
     dataset.validate()
     return dataset
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from typing import Callable, List, Optional, Sequence
@@ -113,6 +114,16 @@ class ColPaliEncoder:
         self._processor = processor
         self._family = family
 
+    def warm_up(self) -> float:
+        """Pay a process's one-time costs before the first user query: one short query through the model pages
+        in the weights (memory-mapped by ``from_pretrained``, read from disk on first use) and runs the
+        libraries' lazy set-up. Measured (benchmarks/bench_first_query.py): the first query of a process cost
+        2-3x a repeat and a new query length 0.9-1.6x, so one warm-up, not one per length, is what a
+        long-running server needs. Returns the seconds spent."""
+        started = time.perf_counter()
+        self._encode(['warm-up query'], self.processor.process_queries, 1)
+        return time.perf_counter() - started
+
     @property
     def model(self):
         return self.load()._model
@@ -173,7 +184,7 @@ class ColPaliEncoder:
 def quantize_language_tower(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantisation (per-channel weights, activations quantised per batch) of every
     ``nn.Linear`` outside the vision tower and the final projection: the language tower is all of a
-    query's compute. On this project's CPUs the int8 GEMMs run ~5x faster than fp32 (see the README)."""
+    query's compute. On this project's CPUs the int8 GEMMs run ~5x faster than fp32 (see docs/performance.md)."""
     from torch.ao.quantization import quantize_dynamic
 
     skip = ('vision', 'visual', 'custom_text_proj', 'connector', 'multi_modal_projector')
