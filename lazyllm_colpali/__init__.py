@@ -19,7 +19,7 @@ __version__ = '0.1.0'
 
 _EXPORTS = {
     '.errors': ['ColPaliError', 'DimensionMismatchError', 'DocumentError', 'EmptyQueryError', 'ModelNotFoundError',
-                'QueryTooLongError', 'StoreError', 'UnsupportedModelError'],
+                'QueryTooLongError', 'StoreError', 'StoreUnavailableError', 'UnsupportedModelError'],
     '.indexer': ['ColPaliIndex'],
     '.dense': ['DenseIndex', 'DenseThenMaxSim', 'dense_collection'],
     '.ingest.context': ['PageContext'],

@@ -32,6 +32,13 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
                                                       'the data dir)')
 
 
+def _add_source_prefix_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--source-prefix', default=None, metavar='NAME',
+                   help='names the file system the indexed paths belong to: a changed file replaces only its own '
+                        'older version from the same prefix and path (default: $LAZYLLM_COLPALI_SOURCE_PREFIX or '
+                        'this machine\'s host name; give machines that see the same files one name)')
+
+
 def _add_model_args(p: argparse.ArgumentParser, repeatable: bool = False) -> None:
     p.add_argument('--model', default=None, action='append' if repeatable else 'store',
                    help='model name or local folder, or a fine-tuned adapter folder (default: the one the collection '
@@ -104,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                         'vectors of the same model, scored with the image by one MaxSim (a new collection)')
     p.add_argument('--context-source', default='text-layer', choices=['text-layer', 'auto'],
                    help='page text for --context: the PDF text layer, or auto (OCR for scans; slow)')
+    _add_source_prefix_arg(p)
 
     p = sub.add_parser('search', help='top-k pages for a query', epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('delete', help='delete documents by doc id (see `docs`)')
     p.add_argument('doc_ids', nargs='+', metavar='DOC_ID')
     _add_store_args(p)
+    p = sub.add_parser('drop', help='remove a whole collection (any half-created state too), after confirmation')
+    p.add_argument('--yes', action='store_true', help='do not ask (scripts); without it, type the collection name')
+    _add_store_args(p)
 
     p = sub.add_parser('serve-api', help='JSON search API (POST /search, POST /index) for programs')
     _add_model_args(p)
@@ -149,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--token-env', default=None, metavar='VAR',
                    help='environment variable holding a bearer token every request must carry '
                         '(required when --host is not loopback)')
+    _add_source_prefix_arg(p)
 
     p = sub.add_parser('serve', help='browser chat (lazyllm.WebModule) over the collection, with page thumbnails',
                        epilog='example: lazyllm-colpali serve --model tiny:colpali --vlm-url standin',
@@ -169,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('check', help='cross-check Milvus rows, Milvus and local vectors, and page images')
     p.add_argument('--repair', action='store_true', help='refetch vectors from Milvus, re-encode or re-render what is '
                                                          'lost from the source files, drop unreferenced vectors and '
-                                                         'images, compact the vector file')
+                                                         'images, compact the vector file, finish a half-created '
+                                                         'collection')
     _add_store_args(p)
     _add_model_args(p)
     _add_dense_args(p)
@@ -324,6 +337,8 @@ def _encoder(args, pool_factor: int = 1, model: Optional[str] = None):
 def _parse_pages(text: Optional[str]):
     if not text:
         return None
+    from .store.milvus_query import MAX_PAGE
+
     first, _, last = text.partition('-')
     try:
         pages = (int(first), int(last or first))
@@ -331,6 +346,8 @@ def _parse_pages(text: Optional[str]):
         raise SystemExit(f'error: --pages wants a range like 3-7, got {text!r}')
     if pages[0] < 1 or pages[0] > pages[1]:
         raise SystemExit(f'error: --pages {text}: pages count from 1 and the first may not be after the last')
+    if pages[1] > MAX_PAGE:
+        raise SystemExit(f'error: --pages {text}: page numbers go up to {MAX_PAGE:,}')
     return pages
 
 
@@ -382,10 +399,10 @@ def _index_arm(args, dense: bool) -> int:
         from .dense import DenseIndex
 
         encoder, make_index, collection = _dense_encoder(args), DenseIndex, _dense_name(args)
-        options = {}
+        options = {'source_prefix': args.source_prefix}
     else:
         encoder, make_index, collection = _encoder(args, args.pool_factor), ColPaliIndex, None
-        options = {}
+        options = {'source_prefix': args.source_prefix}
         if args.context:
             from .ingest.context import PageContext
 
@@ -507,9 +524,14 @@ def _write_explanations(index, args, hits) -> dict:
 def cmd_docs(args) -> int:
     _check_existing_db(args)
     with _existing_stores(args) as stores:   # the collection, or its dense arm when only that was built
-        docs = stores[0].documents()
+        store = stores[0]
+        docs = store.documents()
+        prefixes = {}
+        for claim in store.source_documents():
+            prefixes.setdefault(claim.doc_id, []).append(_shown(claim.prefix))
         for doc in docs:
-            print(f'{doc["doc_id"]}  {doc["pages"]:>5} pages  {_shown(doc["source"])}')
+            held = f'  (from {", ".join(sorted(prefixes[doc["doc_id"]]))})' if doc['doc_id'] in prefixes else ''
+            print(f'{doc["doc_id"]}  {doc["pages"]:>5} pages  {_shown(doc["source"])}{held}')
     print(f'{len(docs)} documents, {sum(d["pages"] for d in docs)} pages')
     return 0
 
@@ -578,7 +600,7 @@ def cmd_serve_api(args) -> int:
         encoder, make_index, collection = _encoder(args), ColPaliIndex, None
     encoder.warm_up()   # a server's first query then runs at repeat speed (docs/maxsim-cpu.md)
     with sock, _store(args, encoder.dim, collection=collection) as store:
-        index = make_index(encoder, store, progress=False)
+        index = make_index(encoder, store, progress=False, source_prefix=args.source_prefix)
         app = create_app(index, allow_roots=args.allow_root, allowed_hosts=allowed_hosts_for(args.host), token=token)
         server = uvicorn.Server(uvicorn.Config(app, log_level='warning', timeout_graceful_shutdown=3))
         # uvicorn re-raises the signal it stopped on once it has shut down: ours only notes it, so the store
@@ -645,8 +667,24 @@ def cmd_serve(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from .errors import StoreError
+    from .settings import DEFAULT_COLLECTION
+    from .store.collections import HalfCreatedError
+
+    for name in (args.collection or DEFAULT_COLLECTION, _dense_name(args)):   # the collection and its dense arm
+        try:
+            _open_store(args, create=False, collection=name).close()
+        except HalfCreatedError as e:
+            print(_shown(e))
+            if not args.repair:
+                print('inconsistent: run `lazyllm-colpali check --repair` to finish creating it')
+                return 1
+            _open_store(args, collection=name).close()   # creates what a stopped creation left out, checks it
+            print(f'finished creating the collection: it now has {", ".join(e.missing)}')
+        except StoreError:
+            pass   # not there: _existing_stores below says so when neither is
     code = 0
-    with _existing_stores(args) as stores:   # the collection and its dense arm, each checked alike
+    with _existing_stores(args) as stores:   # each checked alike
         for store in stores:
             report = store.check(repair=args.repair)
             if args.repair and report['needs_encoding']:
@@ -660,6 +698,9 @@ def _print_check(args, report, prefix: str) -> int:
     for key, values in problems.items():
         print(f'{prefix}{key}: {len(values)}  ({", ".join(values[:5])}{", ..." if len(values) > 5 else ""})')
     summary = f'{prefix}{report["pages"]} pages; {report["dead_vector_rows"]} unused vector rows'
+    if report.get('unverified_vectors'):
+        summary += (f'; {report["unverified_vectors"]} cached pages have no checksum yet (`check --repair` verifies '
+                    f'and records them)')
     if args.repair:
         summary += (f'; repair reclaimed {report["reclaimed_vector_rows"]} vector rows and restored '
                     f'{report["repaired_images"]} images')
@@ -674,6 +715,28 @@ def _print_check(args, report, prefix: str) -> int:
         print('consistent; `lazyllm-colpali check --repair` reclaims the unused vector rows')
     else:
         print('consistent')
+    return 0
+
+
+def cmd_drop(args) -> int:
+    from .settings import DEFAULT_COLLECTION, default_db
+    from .store.drop import carry_out, plan_drop
+
+    collection = args.collection or DEFAULT_COLLECTION
+    shared = args.shared_dir or os.environ.get('LAZYLLM_COLPALI_SHARED_DIR') or None
+    plan = plan_drop(args.db or default_db(), collection, data_dir=args.data_dir, shared_dir=shared)
+    if plan.empty:
+        print(f'nothing to drop: no collection {collection!r} in {_shown(plan.uri)} and no cache here')
+        return 0
+    print(_shown(plan.describe()))
+    if not args.yes:
+        print(f'type the collection name ({collection}) to remove all of it: ', end='', flush=True)
+        answer = sys.stdin.readline().strip()
+        if answer != collection:
+            print('not dropped: the name did not match', file=sys.stderr)
+            return 1
+    carry_out(plan)
+    print(f'dropped {collection!r}: {len(plan.collections)} Milvus collections, {len(plan.doc_ids)} documents')
     return 0
 
 
@@ -809,7 +872,7 @@ def cmd_feedback(args) -> int:
 
 
 COMMANDS = {'index': cmd_index, 'search': cmd_search, 'docs': cmd_docs, 'delete': cmd_delete,
-            'check': cmd_check, 'serve-api': cmd_serve_api, 'make-tiny-model': cmd_make_tiny_model,
+            'check': cmd_check, 'drop': cmd_drop, 'serve-api': cmd_serve_api, 'make-tiny-model': cmd_make_tiny_model,
             'eval': cmd_eval, 'serve': cmd_serve, 'standin-vlm': cmd_standin_vlm, 'make-chains': cmd_make_chains,
             'finetune': cmd_finetune, 'feedback': cmd_feedback}
 

@@ -27,6 +27,10 @@ class StoreError(ColPaliError):
     """The vector store cannot be reached or used (Milvus down, locked file, bad URI)."""
 
 
+class StoreUnavailableError(StoreError):
+    """Milvus cannot be reached right now (down, restarting, network): retry later; nothing stored is lost."""
+
+
 class DimensionMismatchError(StoreError):
     """The encoder's embedding dimension differs from the collection's."""
 

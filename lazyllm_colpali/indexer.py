@@ -31,13 +31,20 @@ MAX_QUERY_CHARS = 2000
 class ColPaliIndex:
     """Index PDFs and images with a ColPali-family encoder into a multi-vector store; search by MaxSim.
 
-    Re-adding a file adds nothing (page ids come from the content hash); a changed file at the same path
-    replaces its old pages once the new ones are stored; a bad file is reported and skipped.
+    Re-adding a file adds nothing (page ids come from the content hash); a changed file at the same source
+    replaces its old pages once the new ones are stored; a bad file is reported and skipped. A source is
+    ``(source_prefix, absolute path)``: ``source_prefix`` names the file system the paths belong to (default:
+    ``$LAZYLLM_COLPALI_SOURCE_PREFIX`` or this machine's host name), so on a shared collection another
+    machine's different file at the same path is another document, never an older version of this one.
     """
 
     def __init__(self, encoder: ColPaliEncoder, store: MultiVectorStore, *, dpi: int = 144, max_side: int = 2048,
                  retriever: Optional[MaxSimRetriever] = None, progress: bool = True, allow_model_change: bool = False,
-                 context: Optional[PageContext] = None):
+                 context: Optional[PageContext] = None, source_prefix: Optional[str] = None):
+        from .store.source_registry import check_source_prefix, default_source_prefix
+
+        self.source_prefix = check_source_prefix(source_prefix) if source_prefix is not None else \
+            default_source_prefix()
         self.encoder = encoder
         self.context = context   # pages also get their context text's token vectors (ingest/context.py)
         self.store = store
@@ -90,26 +97,35 @@ class ColPaliIndex:
             try:
                 doc_id, sha = document_id(path)
                 n_pages = count_pages(path)
+                mtime = path.stat().st_mtime
             except (DocumentError, OSError) as e:
                 report.failures.append(IngestFailure(terminal_text(path), getattr(e, 'reason', str(e))))
+                continue
+            claims = self._claims(path)
+            newer = [c for c in claims if c.prefix == self.source_prefix and c.doc_id != doc_id and c.mtime > mtime]
+            if newer:   # an older copy must not replace what is indexed: same source, later modification time
+                report.failures.append(IngestFailure(terminal_text(path), _newer_note(newer[0])))
                 continue
             wanted = [make_page_id(doc_id, n) for n in range(1, n_pages + 1)]
             todo = self.store.missing(wanted)
             report.skipped_pages += n_pages - len(todo)
             report.documents.append(doc_id)
-            plan.append((path, doc_id, sha, todo))
-        total = sum(len(todo) for *_, todo in plan)
+            settled = not todo and [(c.doc_id, c.mtime) for c in claims if c.prefix == self.source_prefix] == \
+                [(doc_id, mtime)]
+            plan.append((path, doc_id, sha, todo, mtime, settled))
+        total = sum(len(p[3]) for p in plan)
         with tqdm(total=total, desc='Indexing pages', unit='page', disable=not self.progress or total == 0) as bar:
             if on_progress is not None:
                 bar = _NotifyingBar(bar, total, on_progress)
-            for path, doc_id, sha, todo in plan:
+            for path, doc_id, sha, todo, mtime, settled in plan:
                 if todo:
                     try:
                         self._add_file(path, doc_id, sha, todo, metadata or {}, report, bar)
                     except DocumentError as e:
                         report.failures.append(IngestFailure(terminal_text(path), e.reason))
                         continue
-                self._drop_older_versions(path, doc_id)
+                if not settled:   # re-indexing an unchanged file that is already claimed costs no writes
+                    self._replace_older_versions(path, doc_id, mtime)
         for failure in report.failures:
             LOG.warning(f'Skipped {failure.path}: {failure.reason}')
         LOG.info(report.summary().splitlines()[0])
@@ -157,14 +173,22 @@ class ColPaliIndex:
             vectors = self.context.extend(self.encoder, records, vectors)
         return vectors
 
-    def _drop_older_versions(self, path: Path, doc_id: str) -> None:
-        """A file whose content changed gets a new doc_id; its old pages go once the new ones are stored."""
+    def _claims(self, path: Path) -> list:
+        return self.store.source_claims(str(path.resolve())) if hasattr(self.store, 'source_claims') else []
+
+    def _replace_older_versions(self, path: Path, doc_id: str, mtime: float) -> None:
+        """A file whose content changed gets a new doc_id; once its pages are stored it claims its source, and
+        older versions of the same source (same prefix and path) go unless another prefix still holds them."""
         source = str(path.resolve())
-        records = self.store.records(self.store.page_ids({'source': source}), images=False)
-        older = {r.doc_id for r in records.values()} - {doc_id}
+        if hasattr(self.store, 'claim_source'):
+            self.store.claim_source(doc_id, self.source_prefix, source, mtime)
+            older = self.store.replace_older_versions(doc_id, source, self.source_prefix)
+        else:   # a store without source claims: the path alone identifies a document
+            records = self.store.records(self.store.page_ids({'source': source}), images=False)
+            older = sorted({r.doc_id for r in records.values()} - {doc_id})
+            self.store.delete_docs(older)
         if older:
-            LOG.info(f'{path} changed: replacing {len(older)} older version(s)')
-            self.store.delete_docs(sorted(older))
+            LOG.info(f'{path} changed: replaced {len(older)} older version(s)')
 
     def reencode(self, page_ids: Sequence[str]) -> int:
         """Render and encode stored pages again from their sources (vectors lost everywhere); returns how many
@@ -219,6 +243,13 @@ def check_query(query: str) -> None:
     if len(query) > MAX_QUERY_CHARS:
         raise QueryTooLongError(f'query of {len(query)} characters is longer than {MAX_QUERY_CHARS}: ask a '
                                 f'question, not a document (MaxSim cost grows with every query token)')
+
+
+def _newer_note(claim) -> str:
+    when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(claim.mtime))
+    return (f'a newer version of this file (modified {when}) is already indexed as document {claim.doc_id} from '
+            f'source prefix {terminal_text(claim.prefix)!r}; an older copy does not replace it (delete that document '
+            f'first to index this one)')
 
 
 class _NotifyingBar:

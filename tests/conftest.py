@@ -105,3 +105,80 @@ def chat_module(server, stream: bool = False):
 
     return OnlineChatModule(source='openai', base_url=server.base_url, model='standin-vlm', skip_auth=True,
                             type='VLM', stream=stream)
+
+
+# -- real Milvus servers (milvus-lite's gRPC server; Milvus 2.3.5 standalone from scripts/setup-milvus.sh) -------
+@pytest.fixture(scope='module')
+def lite_server(tmp_path_factory):
+    from lazyllm_colpali.devtools.milvus_servers import free_port, start_lite_server
+
+    port = free_port()
+    proc = start_lite_server(tmp_path_factory.mktemp('lite-server'), port)
+    yield f'http://127.0.0.1:{port}'
+    proc.kill()
+    proc.wait(timeout=30)
+
+
+def standalone_exe():
+    from lazyllm_colpali.devtools.milvus_servers import milvus_standalone_exe
+
+    exe = milvus_standalone_exe()
+    if exe is None:
+        if os.environ.get('CI'):
+            pytest.fail('Milvus 2.3.5 standalone is not installed: run scripts/setup-milvus.sh')
+        pytest.skip('Milvus 2.3.5 standalone is not installed (scripts/setup-milvus.sh)')
+    return exe
+
+
+@pytest.fixture(scope='session')
+def milvus23_server(tmp_path_factory):
+    """One Milvus 2.3.5 per session: its embedded etcd always takes port 2380, so two cannot run at once."""
+    from lazyllm_colpali.devtools.milvus_servers import MilvusStandalone
+
+    exe = standalone_exe()
+    data = tmp_path_factory.mktemp('milvus23') / 'data'
+    data.mkdir()
+    server = MilvusStandalone(exe, data).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='session')
+def milvus23(milvus23_server):
+    if milvus23_server.proc is None:   # a restart test that failed while it was down
+        milvus23_server.start()
+    return milvus23_server.uri
+
+
+@pytest.fixture(params=['lite-server', 'milvus-2.3'])
+def server_uri(request):
+    return request.getfixturevalue('lite_server' if request.param == 'lite-server' else 'milvus23')
+
+
+@pytest.fixture(scope='module', params=['lite-server', 'milvus-2.3'])
+def restartable_server(request, tmp_path_factory):
+    """A server tests may kill -9 and start again (same port, same data): milvus-lite's, of this module's
+    own, or the session's Milvus 2.3.5 (the only one this machine can run)."""
+    from lazyllm_colpali.devtools.milvus_servers import LiteServer
+
+    if request.param == 'milvus-2.3':
+        yield request.getfixturevalue('milvus23_server')
+        return
+    server = LiteServer(tmp_path_factory.mktemp('restartable-lite') / 'data').start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def restartable(restartable_server):
+    if restartable_server.proc is None:   # a test that failed while its server was down
+        restartable_server.start()
+    # A restarted Milvus 2.3 loads every collection that was loaded before it answers: with the whole
+    # session's collections that takes minutes here, so earlier tests' collections are released first.
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=restartable_server.uri, timeout=60)
+    for name in client.list_collections():
+        client.release_collection(name)
+    client.close()
+    return restartable_server

@@ -147,6 +147,52 @@ def _wait_job(url: str, job: str, timeout: float = 120) -> dict:
     raise AssertionError(f'job {job} still {state} after {timeout} s')
 
 
+# -- issue 23: errors users saw -----------------------------------------------------------------------------------
+def test_oversized_bodies_with_content_length_get_the_413_not_a_reset(api):
+    url, _ = api
+    for size in (70 << 10, 1 << 20, 8 << 20):
+        for _ in range(3):
+            r = httpx.post(f'{url}/search', content=b'{"query": "' + b'a' * size + b'"}', timeout=60,
+                           headers={'Content-Type': 'application/json'})
+            assert r.status_code == 413 and 'request body over' in r.json()['detail'], (size, r.status_code)
+    host, port = url.split('//')[1].split(':')
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)   # a plain client that sends it all first
+    conn.request('POST', '/index', body=b'{"paths": ["' + b'x' * (200 << 10) + b'"]}',
+                 headers={'Content-Type': 'application/json'})
+    assert conn.getresponse().status == 413
+
+
+def test_host_headers_that_only_start_like_this_server_are_refused(api):
+    url, _ = api
+    for host in ('localhost:80@evil.com', 'localhost@evil.com', '127.0.0.1:80@evil.com', 'localhost:abc',
+                 'localhost:80:81', 'evil.com#localhost', '[::1]evil.com'):
+        r = httpx.get(f'{url}/health', headers={'Host': host})
+        assert r.status_code == 400 and 'Host header' in r.json()['detail'], (host, r.status_code)
+    assert httpx.get(f'{url}/health', headers={'Host': '[::1]:8765'}).status_code == 200
+
+
+def test_a_control_character_in_a_filter_value_is_a_clear_400(api):
+    url, _ = api
+    r = httpx.post(f'{url}/search', json={'query': 'x', 'filters': {'file': 'a\x01b.pdf'}})
+    detail = r.json()['detail']
+    assert r.status_code == 400 and 'control characters' in detail and 'Milvus' not in detail, detail
+
+
+def test_links_to_folders_under_an_allowed_root_are_listed_in_the_job_report(api, tmp_path):
+    url, root = api
+    outside = make_text_pdf(tmp_path / 'elsewhere' / 'secret.pdf', ['Secret.'])
+    folder = root / 'allowed' / 'with-links'
+    make_text_pdf(folder / 'real' / 'fine.pdf', ['Fine.'])
+    (folder / 'to-outside').symlink_to(outside.parent, target_is_directory=True)
+    (folder / 'to-inside').symlink_to(folder / 'real', target_is_directory=True)
+    job = httpx.post(f'{url}/index', json={'paths': [str(folder)]}, timeout=30).json()['job']
+    state = _wait_job(url, job)
+    reasons = {Path(f['path']).name: f['reason'] for f in state['report']['failures']}
+    assert state['state'] == 'done' and state['report']['added_pages'] == 1, state
+    assert reasons == {'to-outside': 'links outside the allowed roots',
+                       'to-inside': 'a link to a folder: not followed (give the folder it points to)'}, reasons
+
+
 def test_index_is_off_without_roots_and_a_token_guards_every_route(api_index):
     index, _ = api_index
     with serve_in_thread(create_app(index)) as url:
@@ -303,6 +349,7 @@ def test_other_users_are_answered_while_a_large_upload_indexes(chat_env, pdf_dir
     (['search', 'x', '-k', '-5'], '--topk must be a positive number'),
     (['search', 'x', '--pages', '7-3'], '--pages 7-3'),
     (['search', 'x', '--pages', '0-3'], '--pages 0-3'),
+    (['search', 'x', '--pages', '1-99999999999999999999'], 'page numbers go up to 10,000,000'),   # issue 23
     (['search', '   '], 'empty query'),
     (['search', 'x'], 'no index at --db'),
     (['docs'], 'no index at --db'),

@@ -225,10 +225,18 @@ def test_colpali_milvus_store_contract(tmp_path):
                           filters={'file_name': 'b.pdf'})
     assert [f['uid'] for f in only_b] == ['b-p1']
     assert {g['uid'] for g in store.get('col_image', {'uid': ['a-p1', 'zz']})} == {'a-p1'}
-    store.delete('col_image', {'uid': ['a-p1']})          # part of a document: pages go as whole documents
-    assert store.collection_exists('col_image') and len(store.get('col_image', {'uid': list(pages)})) == 3
+    assert store.delete('col_image', {'uid': ['a-p1']})   # one node of a document: that page only (issue 23)
+    assert store.last_deleted['col_image'] == {'documents': [], 'pages': ['a-p1']}
+    assert store.collection_exists('col_image') and len(store.get('col_image', {'uid': list(pages)})) == 2
     store.delete('col_image', {'docid': ['a']})
+    assert store.last_deleted['col_image'] == {'documents': ['a'], 'pages': ['a-p2']}
     assert [g['uid'] for g in store.get('col_image', {'uid': list(pages)})] == ['b-p1']
+    with pytest.raises(ValueError, match='nothing was deleted'):   # one bad id after a good one (issue 23)
+        store.delete('col_image', {'docid': ['b', '../x']})
+    assert [g['uid'] for g in store.get('col_image', {'uid': list(pages)})] == ['b-p1']
+    with pytest.raises(ValueError, match='expected a name or a list of names'):   # {'$ne': ...}: refused
+        store.search('col_image', 'q', query_embedding=query.tolist(), embed_key='colpali',
+                     filters={'file_name': {'$ne': 'x'}})
     store.delete('col_image', {'kb_id': 'kb1'})
     assert store.get('col_image', {'uid': list(pages)}) == []
     with pytest.raises(StoreError, match='multi-vectors'):

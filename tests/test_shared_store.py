@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,39 +19,10 @@ import torch
 
 from lazyllm_colpali import MaxSimRetriever, MilvusMultiVectorStore
 from tests.helpers.pdfs import make_text_pdf
-from lazyllm_colpali.devtools.milvus_servers import (MilvusStandalone, free_port, milvus_standalone_exe,
-                                                     start_lite_server)
-from tests.helpers.store_worker import DIM, items_for, vectors_for
+from lazyllm_colpali.devtools.milvus_servers import free_port, start_lite_server
+from tests.helpers.store_worker import DIM, items_for, manifest_count, vectors_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope='module')
-def lite_server(tmp_path_factory):
-    port = free_port()
-    proc = start_lite_server(tmp_path_factory.mktemp('lite-server'), port)
-    yield f'http://127.0.0.1:{port}'
-    proc.kill()
-    proc.wait(timeout=30)
-
-
-@pytest.fixture(scope='session')
-def milvus23(tmp_path_factory):
-    exe = milvus_standalone_exe()
-    if exe is None:
-        if os.environ.get('CI'):
-            pytest.fail('Milvus 2.3.5 standalone is not installed: run scripts/setup-milvus.sh')
-        pytest.skip('Milvus 2.3.5 standalone is not installed (scripts/setup-milvus.sh)')
-    data = tmp_path_factory.mktemp('milvus23') / 'data'
-    data.mkdir()
-    server = MilvusStandalone(exe, data).start()
-    yield f'http://127.0.0.1:{server.port}'
-    server.stop()
-
-
-@pytest.fixture(params=['lite-server', 'milvus-2.3'])
-def server_uri(request):
-    return request.getfixturevalue('lite_server' if request.param == 'lite-server' else 'milvus23')
 
 
 def _collection() -> str:
@@ -67,14 +37,6 @@ def cli(*args, timeout=300):
 
 def _worker(*args):
     return [sys.executable, '-m', 'tests.helpers.store_worker', *map(str, args)]
-
-
-def _manifest_count(vector_dir: Path) -> int:
-    try:
-        with sqlite3.connect(f'file:{vector_dir / "manifest.sqlite"}?mode=ro', uri=True, timeout=1) as db:
-            return db.execute('SELECT COUNT(*) FROM pages').fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
 
 
 def _assert_own_vectors(store: MilvusMultiVectorStore, page_ids):
@@ -188,12 +150,12 @@ def test_kill_9_mid_sync_then_resync_restores_every_page(server_uri, tmp_path):
     cmd = _worker('sync', server_uri, collection, tmp_path / 'B')
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 240
-    while _manifest_count(tmp_path / 'B' / 'vectors') < 40 and proc.poll() is None and time.time() < deadline:
+    while manifest_count(tmp_path / 'B' / 'vectors') < 40 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     assert proc.poll() is None, 'the sync finished before it could be killed'
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    assert 40 <= _manifest_count(tmp_path / 'B' / 'vectors') < 300
+    assert 40 <= manifest_count(tmp_path / 'B' / 'vectors') < 300
     rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     store = MilvusMultiVectorStore(server_uri, collection, data_dir=tmp_path / 'B')
@@ -215,7 +177,7 @@ def test_server_restart_mid_ingest_loses_nothing_and_resumes(tiny_model_dir, tmp
            '--no-progress']
     proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while _manifest_count(tmp_path / 'A' / 'vectors') < 3 and proc.poll() is None and time.time() < deadline:
+    while manifest_count(tmp_path / 'A' / 'vectors') < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     server.kill()
     server.wait(timeout=30)

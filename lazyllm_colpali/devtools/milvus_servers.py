@@ -52,6 +52,33 @@ def start_lite_server(data_dir: Path, port: int) -> subprocess.Popen:
     return proc
 
 
+class LiteServer:
+    """milvus-lite's gRPC server as a restartable service: ``restart()`` keeps its port and data."""
+
+    def __init__(self, data_dir: Path, port: Optional[int] = None):
+        self.data_dir, self.port = Path(data_dir), port or free_port()
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def uri(self) -> str:
+        return f'http://127.0.0.1:{self.port}'
+
+    def start(self) -> 'LiteServer':
+        self.proc = start_lite_server(self.data_dir, self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    def restart(self, down_seconds: float = 0.0) -> 'LiteServer':
+        self.stop()
+        time.sleep(down_seconds)
+        return self.start()
+
+
 def milvus_standalone_exe() -> Optional[Path]:
     """``milvus-server`` of Milvus 2.3.5: $LAZYLLM_COLPALI_MILVUS_SERVER, or .venv-milvus (scripts/setup-milvus.sh)."""
     for candidate in (os.environ.get('LAZYLLM_COLPALI_MILVUS_SERVER'), ROOT / '.venv-milvus' / 'bin' / 'milvus-server'):
@@ -59,6 +86,23 @@ def milvus_standalone_exe() -> Optional[Path]:
             return Path(candidate)
     found = shutil.which('milvus-server')
     return Path(found) if found else None
+
+
+ETCD_PEER_PORT = 2380   # Milvus 2.3.5's embedded etcd always listens here: one standalone per machine
+
+
+def wait_for_etcd_peer_port(seconds: float) -> None:
+    """Wait while another Milvus 2.3.5 on this machine (another test session's) holds the etcd peer port:
+    starting beside it fails with "address already in use" and a panic."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(('127.0.0.1', ETCD_PEER_PORT)) != 0:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'port {ETCD_PEER_PORT} is still taken after {seconds:.0f} s: another Milvus 2.3.5 '
+                               f'standalone (its embedded etcd) runs on this machine')
+        time.sleep(2)
 
 
 class MilvusStandalone:
@@ -69,19 +113,32 @@ class MilvusStandalone:
         self.exe, self.data_dir = exe, data_dir
         self.port = free_port()
         self.proc: Optional[subprocess.Popen] = None
+        self.ports = {'--etcd-port': free_port(), '--proxy-port': self.port, '--proxy-internal-port': free_port(),
+                      '--root-coord-port': free_port(), '--query-coord-port': free_port(),
+                      '--query-node-port': free_port(), '--index-coord-port': free_port(),
+                      '--index-node-port': free_port(), '--data-coord-port': free_port(),
+                      '--data-node-port': free_port()}
+
+    @property
+    def uri(self) -> str:
+        return f'http://127.0.0.1:{self.port}'
+
+    def restart(self, down_seconds: float = 0.0) -> 'MilvusStandalone':
+        """kill -9 the server, wait, start it again on the same ports and data (what an operator's crash and
+        restart look like to clients)."""
+        self.stop()
+        time.sleep(down_seconds)
+        return self.start()
 
     def start(self) -> 'MilvusStandalone':
-        ports = {'--etcd-port': free_port(), '--proxy-port': self.port, '--proxy-internal-port': free_port(),
-                 '--root-coord-port': free_port(), '--query-coord-port': free_port(),
-                 '--query-node-port': free_port(), '--index-coord-port': free_port(),
-                 '--index-node-port': free_port(), '--data-coord-port': free_port(), '--data-node-port': free_port()}
+        wait_for_etcd_peer_port(900)
         args = [str(self.exe), '--data', str(self.data_dir)]
-        for flag, port in ports.items():
+        for flag, port in self.ports.items():
             args += [flag, str(port)]
         self.log = open(self.data_dir.parent / f'milvus-{self.port}.log', 'ab')
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_until_answers(self.port, self.proc, 120)
+            wait_until_answers(self.port, self.proc, 300)   # ~10 s on a quiet machine; minutes on a loaded one
         except RuntimeError:
             self.stop()
             raise

@@ -11,21 +11,25 @@ from ..serving.escape import terminal_text
 PDF_SUFFIXES = frozenset({'.pdf'})
 IMAGE_SUFFIXES = frozenset({'.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.gif'})
 SUPPORTED_SUFFIXES = PDF_SUFFIXES | IMAGE_SUFFIXES
+FOLDER_LINK = 'a link to a folder: not followed (give the folder it points to)'
 
 
 def expand_sources(paths: Iterable[str | Path]) -> Tuple[List[Path], List[Tuple[str, str]]]:
     """Expand files and folders (recursively) into a sorted list of supported files.
 
     Returns ``(files, problems)``: a path that does not exist, a file given explicitly with an unsupported
-    suffix, or a name with control characters or non-UTF-8 bytes is a problem ``(path, reason)``; unsupported
-    files found inside folders are silently ignored (a folder of PDFs often holds other files).
+    suffix, a link to a folder inside a folder (not followed: it could loop or lead anywhere), or a name with
+    control characters or non-UTF-8 bytes is a problem ``(path, reason)``; unsupported files found inside
+    folders are silently ignored (a folder of PDFs often holds other files).
     """
     files: List[Path] = []
     problems: List[Tuple[str, str]] = []
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            files.extend(p for p in sorted(path.rglob('*')) if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+            entries = sorted(path.rglob('*'))
+            files.extend(p for p in entries if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+            problems.extend((terminal_text(p), FOLDER_LINK) for p in entries if p.is_symlink() and p.is_dir())
         elif path.is_file():
             if path.suffix.lower() in SUPPORTED_SUFFIXES:
                 files.append(path)

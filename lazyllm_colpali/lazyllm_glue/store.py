@@ -15,12 +15,17 @@ and a pooled vector; the full multi-vectors in a local fp16 file) and scores wit
 LazyLLM pairs it with its map segment store, persisted beside a Lite file, for the nodes' text/metadata.
 
 Filters: LazyLLM's ``docid``, ``file_name``, ``lazyllm_doc_path``, and this package's ``file``, ``doc_id``,
-``source``, ``pages``, ``page``. ``get`` does not return the multi-vectors (they stay in the vector file).
+``source``, ``pages``, ``page``; a value is a name or a list of names (a page range for ``pages``): any other
+shape (a dict operator such as ``{'$ne': 'x'}``) is refused, never read as "matches nothing". ``delete``
+checks its whole criteria before deleting anything, deletes exactly the pages they select (``uid``: those
+pages; ``docid``/``kb_id``: their documents' pages; several keys: the pages all select) and records what it
+deleted in :attr:`ColPaliMilvusStore.last_deleted`. ``get`` does not return the multi-vectors.
 """
 from __future__ import annotations
 
 import re
 import threading
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Union
 
@@ -30,12 +35,15 @@ from lazyllm.tools.rag.store.store_base import LazyLLMStoreBase, StoreCapability
 
 from ..errors import StoreError
 from ..ingest.records import PageRecord
-from ..logging import drop_alloc_timestamp_noise
+from ..logging import LOG, drop_alloc_timestamp_noise
 from ..retrieve.retriever import MaxSimRetriever
+from ..store.image_store import check_key_part
+from ..store.milvus_query import filter_expression
 from ..store.milvus_store import MilvusMultiVectorStore, is_remote_uri
 
 _FILTER_KEYS = {RAG_DOC_ID: 'doc_id', RAG_DOC_FILE_NAME: 'file', RAG_DOC_PATH: 'source', 'doc_id': 'doc_id',
                 'file': 'file', 'source': 'source', 'pages': 'pages', 'page': 'page'}
+_DELETE_KEYS = ('uid', RAG_DOC_ID, RAG_KB_ID)
 
 
 class ColPaliMilvusStore(LazyLLMStoreBase):
@@ -63,6 +71,7 @@ class ColPaliMilvusStore(LazyLLMStoreBase):
         self._retrievers: Dict[str, MaxSimRetriever] = {}
         self._embed_keys: List[str] = []
         self._lock = threading.RLock()
+        self.last_deleted: Dict[str, Dict[str, List[str]]] = {}   # collection -> {'documents': [...], 'pages': [...]}
 
     def __reduce__(self):   # LazyLLM may pickle stores into its worker processes: ship the settings only
         kwargs = dict(self._store_kwargs, **self._retriever_kwargs)
@@ -122,31 +131,44 @@ class ColPaliMilvusStore(LazyLLMStoreBase):
         return True
 
     def delete(self, collection_name: str, criteria: Optional[dict] = None, **kwargs) -> bool:
+        """Delete the pages ``criteria`` select (see the module doc); True once they are gone. What was deleted
+        is logged and kept in ``last_deleted[collection_name]``."""
+        criteria = _delete_criteria(criteria)   # every key and value checked before anything is deleted
+        deleted: Dict[str, List[str]] = {'documents': [], 'pages': []}
         for key in self._keys():
             store = self._store(collection_name, key)
             if store is None:
                 continue
-            store.delete_docs(self._doc_ids(store, criteria))
+            documents, pages = self._selection(store, criteria)
+            if documents:
+                deleted['pages'] += store.page_ids({'doc_id': documents}, fresh=True)
+                store.delete_docs(documents)
+                deleted['documents'] += documents
+            deleted['pages'] += store.delete_pages(pages)
+        self.last_deleted[collection_name] = {k: sorted(set(v)) for k, v in deleted.items()}
+        LOG.info(f'colpali_milvus {collection_name}: deleted {len(set(deleted["pages"]))} pages '
+                 f'({len(set(deleted["documents"]))} whole documents)')
         return True
 
     @staticmethod
-    def _doc_ids(store: MilvusMultiVectorStore, criteria: Optional[dict]) -> List[str]:
-        """Documents the criteria select: all (None), by ``docid``, by ``kb_id``, or the documents all of
-        whose pages are among ``uid`` (pages are stored, replaced and deleted as whole documents)."""
-        criteria = dict(criteria or {})
-        if not criteria:
-            return [d['doc_id'] for d in store.documents()]
-        if RAG_DOC_ID in criteria:
-            value = criteria[RAG_DOC_ID]
-            return [value] if isinstance(value, str) else list(value)
+    def _selection(store: MilvusMultiVectorStore, criteria: Dict[str, Any]) -> tuple:
+        """``(documents to delete whole, other pages to delete)``: the pages every criterion selects (all pages
+        without criteria); documents all of whose pages are selected go as documents."""
+        selected: Optional[Set[str]] = None
         if 'uid' in criteria:
-            uids = set(criteria['uid'] if not isinstance(criteria['uid'], str) else [criteria['uid']])
-            docs = {r.doc_id for r in store.records(list(uids), images=False).values()}
-            return [d for d in docs if set(store.page_ids({'doc_id': d})) <= uids]
+            selected = set(store.records(criteria['uid'], images=False, fresh=True))
+        if RAG_DOC_ID in criteria:
+            pages = set(store.page_ids({'doc_id': criteria[RAG_DOC_ID]}, fresh=True))
+            selected = pages if selected is None else selected & pages
+        records = store.records(sorted(selected) if selected is not None else store.page_ids(fresh=True),
+                                images=False, fresh=True)
         if RAG_KB_ID in criteria:
-            records = store.records(store.page_ids(), images=False)
-            return sorted({r.doc_id for r in records.values() if r.metadata.get(RAG_KB_ID) == criteria[RAG_KB_ID]})
-        raise ValueError(f'colpali_milvus cannot delete by {sorted(criteria)}; use uid, {RAG_DOC_ID} or {RAG_KB_ID}')
+            records = {p: r for p, r in records.items() if r.metadata.get(RAG_KB_ID) == criteria[RAG_KB_ID]}
+        by_doc: Dict[str, Set[str]] = defaultdict(set)
+        for page_id, record in records.items():
+            by_doc[record.doc_id].add(page_id)
+        whole = sorted(d for d, pages in by_doc.items() if set(store.page_ids({'doc_id': d}, fresh=True)) <= pages)
+        return whole, sorted(p for d, pages in by_doc.items() if d not in whole for p in pages)
 
     def get(self, collection_name: str, criteria: Optional[dict] = None, **kwargs) -> List[dict]:
         # HybridStore joins these to the segments by uid; the multi-vectors are not served back.
@@ -211,6 +233,31 @@ def _page_image(record: PageRecord):
         return image.convert('RGB')
 
 
+def _names(key: str, value: Any) -> List[str]:
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple, set)) or not all(isinstance(v, str) for v in values):
+        raise ValueError(f'colpali_milvus delete: {key!r} must be an id or a list of ids, got {value!r}')
+    try:
+        return [check_key_part(v, key) for v in values]
+    except ValueError as e:
+        raise ValueError(f'colpali_milvus delete: {e}; nothing was deleted') from None
+
+
+def _delete_criteria(criteria: Optional[dict]) -> Dict[str, Any]:
+    """Checked delete criteria: ``uid`` and ``docid`` as lists of ids, ``kb_id`` a string."""
+    criteria = dict(criteria or {})
+    unknown = sorted(set(criteria) - set(_DELETE_KEYS))
+    if unknown:
+        raise ValueError(f'colpali_milvus cannot delete by {unknown}; use uid, {RAG_DOC_ID} or {RAG_KB_ID} (nothing '
+                         f'was deleted)')
+    out: Dict[str, Any] = {k: _names(k, criteria[k]) for k in ('uid', RAG_DOC_ID) if k in criteria}
+    if RAG_KB_ID in criteria:
+        if not isinstance(criteria[RAG_KB_ID], str):
+            raise ValueError(f'colpali_milvus delete: {RAG_KB_ID!r} must be a string, got {criteria[RAG_KB_ID]!r}')
+        out[RAG_KB_ID] = criteria[RAG_KB_ID]
+    return out
+
+
 def _filters(filters: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     if not filters:
         return None
@@ -219,4 +266,5 @@ def _filters(filters: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
         if key not in _FILTER_KEYS:
             raise ValueError(f'colpali_milvus cannot filter on {key!r}; use {", ".join(sorted(_FILTER_KEYS))}')
         out[_FILTER_KEYS[key]] = value
+    filter_expression(out)   # refuses value shapes it cannot express (e.g. {'$ne': 'x'}) before any search
     return out

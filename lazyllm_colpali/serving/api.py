@@ -9,13 +9,16 @@
     POST /index    {"paths": ["/data/pdfs/new"]} -> {"job": "1"}   (only under --allow-root folders; queued)
     GET  /jobs/ID  -> {"state": "queued" | "running" | "done" | "failed" | "cancelled", "done": 3, "total": 9,
                        "report": {...}}
-    GET  /health   -> {"pages": 1234}
+    GET  /health   -> {"status": "ok", "pages": 1234}; 503 {"status": "unavailable", "down": ["milvus"], "detail"}
     POST /feedback {"query": "...", "page_id": "...", "useful": true} -> {"stored": "ID", "feedback": 12}
                    (kept beside the collection; `lazyllm-colpali feedback export` turns it into training pairs)
 
 Hostile input is answered, never crashed on: every malformed body is a 400 naming the field, bodies over
-``max_body_bytes`` a 413, a Host header other than the bound host a 400 (DNS rebinding), a missing bearer
-token a 401, a path outside the allowed roots (after resolving symlinks) a 403. One process owns the Milvus
+``max_body_bytes`` a 413 (the body is read and dropped first, so the client gets the answer rather than a reset
+connection), a Host header other than the bound host a 400 (DNS rebinding), a missing bearer token a 401, a
+path outside the allowed roots (after resolving symlinks) a 403. While Milvus cannot be reached (a restarting
+server) searches answer 503 with a Retry-After, and the store reloads what a restarted server released. One
+process owns the Milvus
 Lite file, so searches and ingestion share it here; ingestion runs on one writer thread
 (:class:`~lazyllm_colpali.serving.ingest_worker.IngestWorker`) and searches see whole pages only.
 """
@@ -26,6 +29,7 @@ import dataclasses
 import hmac
 import ipaddress
 import json
+import re
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,12 +38,17 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from typing_extensions import Annotated
 
-from ..errors import ColPaliError
+from ..errors import ColPaliError, StoreError, StoreUnavailableError
 from ..indexer import ColPaliIndex
 from ..logging import LOG
 from .ingest_worker import IngestBusyError, IngestWorker
 
 MAX_BODY_BYTES = 64 * 1024      # a search or an index request is small; 64 KiB holds 100 long paths
+DRAIN_BYTES = 256 << 20         # an oversized body is read and dropped up to here before the 413 (else: reset)
+DRAIN_SECONDS = 10.0
+RETRY_AFTER_S = '5'
+# RFC 9110 Host: a reg-name or IPv4 address, or an IPv6 literal in brackets, then an optional port
+_HOST = re.compile(r'^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>[0-9]{1,5}))?$')
 MAX_NAMES = 100                 # values in one file/doc_id/source filter
 MAX_NAME_CHARS = 1024
 MAX_PATHS = 100
@@ -151,6 +160,18 @@ def _validation_message(errors: List[Dict[str, Any]]) -> str:
     return '; '.join(messages)
 
 
+def host_name(header: str) -> Optional[str]:
+    """The host part of a Host header, lower-cased; None when the header is not ``host[:port]``.
+
+    >>> host_name('localhost:8765'), host_name('[::1]:80'), host_name('localhost:80@evil.com')
+    ('localhost', '::1', None)
+    """
+    match = _HOST.match(header or '')
+    if match is None:
+        return None
+    return (match.group('v6') or match.group('name')).lower()
+
+
 def _json(status: int, detail: str, headers: Optional[Dict[str, str]] = None):
     body = json.dumps({'detail': detail}, ensure_ascii=True).encode()
     return status, body, {'content-type': 'application/json', **(headers or {})}
@@ -177,8 +198,7 @@ class _Guard:
         headers = {k.decode('latin-1').lower(): v.decode('latin-1') for k, v in scope.get('headers', [])}
         if self.allowed_hosts is not None:
             host = headers.get('host', '')
-            name = host[1:host.index(']')] if host.startswith('[') and ']' in host else host.rsplit(':', 1)[0]
-            if name.lower() not in self.allowed_hosts:
+            if host_name(host) not in self.allowed_hosts:
                 return _json(400, f'Host header {host!r} is not this server (expected one of '
                                   f'{", ".join(sorted(self.allowed_hosts))}); refused to block DNS rebinding')
         if self.token is not None:
@@ -188,17 +208,41 @@ class _Guard:
                 return _json(401, 'missing or wrong bearer token (Authorization: Bearer ...)',
                              {'www-authenticate': 'Bearer'})
         length = headers.get('content-length')
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            return _json(413, f'request body over {self.max_body_bytes} bytes', {'connection': 'close'})
+        if length is not None and not length.isdigit():
+            return _json(400, f'Content-Length {length!r} is not a number', {'connection': 'close'})
         return None
+
+    def _too_large(self):
+        return _json(413, f'request body over {self.max_body_bytes} bytes', {'connection': 'close'})
+
+    @staticmethod
+    async def _drain(receive, more: bool) -> None:
+        """Read and drop the rest of a refused body (bounded), so the client is done sending when the 413 comes:
+        a server that closes with unread bytes makes the kernel reset the connection, and the client never
+        sees the answer."""
+        dropped, deadline = 0, time.monotonic() + DRAIN_SECONDS
+        while more and dropped < DRAIN_BYTES:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                return
+            if message['type'] == 'http.disconnect':
+                return
+            dropped += len(message.get('body', b''))
+            more = message.get('more_body', False)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope['type'] != 'http':
             return await self.app(scope, receive, send)
         refusal = self._refusal(scope)
         if refusal is not None:
+            await self._drain(receive, True)
             return await self._send(send, *refusal)
         # Read the whole (bounded) body first, also when it comes chunked, then replay it to the app.
+        length = dict(scope.get('headers', [])).get(b'content-length')
+        if length is not None and int(length) > self.max_body_bytes:
+            await self._drain(receive, True)
+            return await self._send(send, *self._too_large())
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -206,11 +250,11 @@ class _Guard:
                 return
             chunk = message.get('body', b'')
             size += len(chunk)
-            if size > self.max_body_bytes:
-                return await self._send(send, *_json(413, f'request body over {self.max_body_bytes} bytes',
-                                                     {'connection': 'close'}))
-            chunks.append(chunk)
             more = message.get('more_body', False)
+            if size > self.max_body_bytes:
+                await self._drain(receive, more)
+                return await self._send(send, *self._too_large())
+            chunks.append(chunk)
         body, replayed = b''.join(chunks), False
 
         async def replay():
@@ -249,7 +293,7 @@ def create_app(index: ColPaliIndex, *, allow_roots: Sequence[Union[str, Path]] =
     from fastapi.responses import JSONResponse
 
     from ..ingest.records import IngestFailure
-    from ..ingest.sources import expand_sources
+    from ..ingest.sources import FOLDER_LINK, expand_sources
 
     roots = [Path(r).expanduser().resolve() for r in allow_roots]
     for root in roots:
@@ -258,6 +302,8 @@ def create_app(index: ColPaliIndex, *, allow_roots: Sequence[Union[str, Path]] =
 
     def ingest(paths: List[str], on_progress) -> Dict[str, Any]:
         files, problems = expand_sources(paths)
+        problems = [(p, 'links outside the allowed roots' if r == FOLDER_LINK and not _inside(Path(p).resolve(), roots)
+                     else r) for p, r in problems]
         # A symlink inside a root may point outside it: only files whose real path is inside are read.
         inside = [f for f in files if _inside(f.resolve(), roots)]
         refused = [IngestFailure(str(f), 'links outside the allowed roots') for f in files if f not in inside]
@@ -285,12 +331,21 @@ def create_app(index: ColPaliIndex, *, allow_roots: Sequence[Union[str, Path]] =
     async def bad_request(_request: Request, exc: RequestValidationError):
         return JSONResponse({'detail': _validation_message(list(exc.errors()))}, status_code=400)
 
+    def unavailable(error: StoreError) -> JSONResponse:
+        down = 'milvus' if isinstance(error, StoreUnavailableError) else 'collection'
+        return JSONResponse({'status': 'unavailable', 'down': [down], 'detail': str(error)}, status_code=503,
+                            headers={'retry-after': RETRY_AFTER_S})
+
     @app.get('/health')
-    def health() -> Dict[str, Any]:
-        return {'pages': index.store.count()}
+    def health():
+        try:
+            pages = index.store.count()
+        except StoreError as e:   # JSON naming what is down, for a load balancer and for people
+            return unavailable(e)
+        return {'status': 'ok', 'pages': pages}
 
     @app.post('/search')
-    def search(request: SearchRequest) -> Dict[str, Any]:
+    def search(request: SearchRequest):
         start = time.perf_counter()
         filters = request.filters.to_store() if request.filters else None
         extra: Dict[str, Any] = {}
@@ -302,10 +357,13 @@ def create_app(index: ColPaliIndex, *, allow_roots: Sequence[Union[str, Path]] =
                          'trace': [vars(h) for h in result.hops]}
             else:
                 hits = index.search(request.query, request.topk, filters or None)
+            pages = len(index.store.packed())
+        except StoreUnavailableError as e:   # not the client's fault: try again shortly
+            return JSONResponse({'detail': str(e)}, status_code=503, headers={'retry-after': RETRY_AFTER_S})
         except (ColPaliError, ValueError) as e:   # the client's to fix: say what is wrong
             raise HTTPException(status_code=400, detail=str(e))
-        return {'hits': [h.to_dict() for h in hits], 'ms': (time.perf_counter() - start) * 1000,
-                'pages': len(index.store.packed()), **extra}
+        return {'hits': [h.to_dict() for h in hits], 'ms': (time.perf_counter() - start) * 1000, 'pages': pages,
+                **extra}
 
     from .explain_api import add_explain_route
     add_explain_route(app, index)   # POST /explain: where a page matched (serving/explain_api.py)

@@ -7,6 +7,7 @@ keeps a local cache for :meth:`ImageStore.local_path`).
 """
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -40,6 +41,39 @@ def check_key_part(value: str, what: str = 'id') -> str:
     return value
 
 
+def check_image_key(key: str, doc_id: Optional[str] = None, page_id: Optional[str] = None) -> str:
+    """A stored page's image key is ``<doc_id>/<page_id>.<ext>``: refuse anything else (a path, another
+    document's folder, ``..``), so a row can never make a reader touch a file outside its own page.
+
+    >>> check_image_key('0123456789abcdef/0123456789abcdef-p00001.jpg', '0123456789abcdef')
+    '0123456789abcdef/0123456789abcdef-p00001.jpg'
+    >>> check_image_key('../../etc/passwd')
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid image key '../../etc/passwd': expected <doc_id>/<page_id>.<ext>
+    """
+    doc, sep, name = key.partition('/') if isinstance(key, str) else ('', '', '')
+    stem, dot, ext = name.rpartition('.')
+    try:
+        ok = bool(sep and dot and ext) and check_key_part(doc) == doc and check_key_part(name) == name
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f'invalid image key {key!r}: expected <doc_id>/<page_id>.<ext>')
+    if (doc_id is not None and doc != doc_id) or (page_id is not None and stem != page_id):
+        raise ValueError(f'image key {key!r} does not belong to page {page_id or "?"} of document {doc_id}')
+    return key
+
+
+def own_image_key(key: str, doc_id: str, page_id: str) -> bool:
+    """Whether ``key`` is a valid image key of that very page."""
+    try:
+        check_image_key(key, doc_id, page_id)
+        return True
+    except ValueError:
+        return False
+
+
 class ImageStore(ABC):
     """Page images by key. Implementations must never read or write outside their own root."""
 
@@ -64,6 +98,10 @@ class ImageStore(ABC):
     def delete_docs(self, doc_ids: Iterable[str]) -> None:
         for doc_id in doc_ids:
             self.delete_doc(doc_id)
+
+    def delete_page(self, key: str) -> None:
+        """Remove one page's image (and anything derived from it)."""
+        raise NotImplementedError
 
     @abstractmethod
     def doc_ids(self) -> List[str]: ...
@@ -125,6 +163,12 @@ class PageImageStore(ImageStore):
         target = self.root / check_key_part(doc_id, 'doc id')
         if target.resolve().parent == self.root:   # never follow a symlink out of the store
             shutil.rmtree(target, ignore_errors=True)
+
+    def delete_page(self, key: str) -> None:
+        path = self._path(check_image_key(key))
+        path.unlink(missing_ok=True)
+        for thumb in (path.parent / 'thumbs').glob(f'{glob.escape(path.stem)}_*.jpg'):
+            thumb.unlink(missing_ok=True)
 
     def doc_ids(self) -> List[str]:
         return sorted(d.name for d in self.root.iterdir() if d.is_dir() and _SAFE_PART.match(d.name))

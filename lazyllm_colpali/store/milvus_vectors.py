@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from .milvus_query import filter_expression, query_all
+
 MAX_VECTOR_DIM = 32768          # Milvus's widest vector field
 STRUCT_MAX_TOKENS = 2048        # patches per page in the native layout (ColQwen2 pages have <= ~1030)
 
@@ -65,7 +67,7 @@ class BlobRows(VectorLayout):
         self.row_tokens = blob_row_tokens(dim)
         self.width = self.row_tokens * dim
 
-    def create(self) -> None:
+    def schema(self):
         from pymilvus import DataType
 
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -74,10 +76,12 @@ class BlobRows(VectorLayout):
         schema.add_field('doc_id', DataType.VARCHAR, max_length=64)
         schema.add_field('part', DataType.INT64)
         schema.add_field('blob', DataType.FLOAT16_VECTOR if self.float16 else DataType.FLOAT_VECTOR, dim=self.width)
+        return schema
+
+    def index(self):
         index = self.client.prepare_index_params()
         index.add_index(field_name='blob', index_type='FLAT', metric_type='IP')   # never searched; Milvus needs one
-        self.call('create_collection', self.client.create_collection, self.collection, schema=schema,
-                  index_params=index, consistency_level='Strong')
+        return index
 
     def open(self) -> None:
         self.call('load_collection', self.client.load_collection, self.collection)
@@ -130,20 +134,14 @@ class BlobRows(VectorLayout):
         return out
 
     def delete_docs(self, doc_ids: Sequence[str]) -> None:
-        from .milvus_store import filter_expression
-
         self.call('delete vectors', self.client.delete, self.collection, filter=filter_expression({'doc_id': doc_ids}))
 
     def delete_pages(self, page_ids: Sequence[str]) -> None:
-        from .milvus_store import filter_expression
-
         if page_ids:
             self.call('delete vectors', self.client.delete, self.collection,
                       filter=filter_expression({'page_id': list(page_ids)}))
 
     def stored_pages(self) -> Dict[str, str]:
-        from .milvus_store import query_all
-
         rows = query_all(self.client, self.call, self.collection, 'part == 0', ['page_id', 'doc_id'])
         return {r['page_id']: r['doc_id'] for r in rows}
 
@@ -218,8 +216,6 @@ class NativeStruct(VectorLayout):
         pass
 
     def stored_pages(self) -> Dict[str, str]:
-        from .milvus_store import query_all
-
         rows = query_all(self.client, self.call, self.collection, '', ['page_id', 'doc_id'])
         return {r['page_id']: r['doc_id'] for r in rows}
 

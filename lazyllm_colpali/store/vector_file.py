@@ -4,8 +4,10 @@ Authoritative for a Milvus Lite file; a per-machine cache of the vectors kept in
 
 Layout in ``root``: ``tokens-<generation>.bin`` is an append-only row-major matrix ``(total_tokens, dim)`` of
 the configured dtype; ``manifest.sqlite`` maps ``page_id -> (doc_id, offset, length)`` in rows and names the
-current tokens file. Writers (any process) hold ``root/lock``; a page's vectors are written and fsync'ed
-before its manifest row commits, so a crash leaves at most unreferenced tail bytes, never a half page.
+current tokens file; ``checksums`` holds a CRC-32 of each page's bytes (for the page's current offset and
+length), checked by :meth:`verify` so bytes that rot in place are found. Writers (any process) hold
+``root/lock``; a page's vectors are written and fsync'ed before its manifest row commits, so a crash leaves at
+most unreferenced tail bytes, never a half page.
 Compaction writes a new generation and switches to it in one manifest transaction, so a kill at any point
 leaves either the old or the new generation in force. Readers in other processes notice commits through
 SQLite's ``data_version`` and re-map. Rows pointing outside the file (a truncated or damaged file) are
@@ -25,6 +27,7 @@ import torch
 
 from ..errors import DimensionMismatchError, StoreError
 from ..logging import LOG
+from .integrity import vectors_checksum
 from .locks import FileLock
 
 _NP_DTYPES = {'float16': np.float16, 'float32': np.float32}
@@ -94,12 +97,18 @@ class LocalVectorFile:
             # lets a writer find rows that claim rows past the end of the file without scanning the manifest
             self._db.execute('CREATE INDEX IF NOT EXISTS pages_end ON pages(offset + length)')
             self._db.execute('CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL)')
+            # A table of its own (not a column of pages): files written before checksums stay readable and
+            # writable by older versions; a checksum counts only while its offset and length match the page's.
+            self._db.execute('CREATE TABLE IF NOT EXISTS checksums (page_id TEXT PRIMARY KEY, offset INTEGER NOT NULL, '
+                             'length INTEGER NOT NULL, crc INTEGER NOT NULL)')
             self._check_info()
             self._remove_stale_generations()
         self._version = 0
         self._packed: Optional[PackedMultiVectors] = None
         self._packed_key: tuple = ()
         self._warned: set = set()
+        self.damaged: List[str] = []     # pages the last packed() left out (outside the file)
+        self._verify_cursor = 0
 
     # -- info ------------------------------------------------------------------------------------------
     def _check_info(self) -> None:
@@ -157,16 +166,19 @@ class LocalVectorFile:
                     size -= size % self._row_bytes
                 offset = size // self._row_bytes
                 self._drop_past(offset)   # never append over rows a truncated file still claims
+                sums = []
                 for page_id, doc_id, vectors in items:
                     data = vectors.detach().to('cpu', torch.float32).numpy().astype(self._np_dtype)
                     f.write(data.tobytes())
                     rows.append((page_id, doc_id, offset, len(data)))
+                    sums.append((page_id, offset, len(data), vectors_checksum(data)))
                     offset += len(data)
                 f.flush()
                 os.fsync(f.fileno())
             with self._db:
                 self._db.execute('BEGIN IMMEDIATE')
                 self._db.executemany('INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?)', rows)
+                self._db.executemany('INSERT OR REPLACE INTO checksums VALUES (?, ?, ?, ?)', sums)
             self._version += 1
 
     def delete_pages(self, page_ids: Iterable[str]) -> int:
@@ -181,6 +193,11 @@ class LocalVectorFile:
             return 0
         with self._lock, self.file_lock.hold(), self._db:
             self._db.execute('BEGIN IMMEDIATE')
+            if column == 'doc_id':
+                self._db.executemany('DELETE FROM checksums WHERE page_id IN (SELECT page_id FROM pages WHERE '
+                                     'doc_id = ?)', [(v,) for v in values])
+            else:
+                self._db.executemany('DELETE FROM checksums WHERE page_id = ?', [(v,) for v in values])
             n = sum(self._db.execute(f'DELETE FROM pages WHERE {column} = ?', (v,)).rowcount for v in values)
             self._version += 1
         return n
@@ -292,6 +309,7 @@ class LocalVectorFile:
                 return self._packed
             path, rows, table = self._open_snapshot()
             report = self._validate_rows(rows, len(table))
+            self.damaged = list(report['damaged'])
             if report['damaged']:
                 bad = set(report['damaged'])
                 rows = [r for r in rows if r[0] not in bad]
@@ -312,6 +330,60 @@ class LocalVectorFile:
             self._packed_key = key
             return self._packed
 
+    # -- checksums -------------------------------------------------------------------------------------
+    def _checksums_by_page(self) -> Dict[str, tuple]:
+        with self._lock:
+            rows = self._db.execute('SELECT page_id, offset, length, crc FROM checksums')
+            return {p: (o, n, c) for p, o, n, c in rows}
+
+    def checksums(self) -> Dict[str, int]:
+        """``page_id -> CRC-32`` of every page whose checksum matches its current place in the file."""
+        with self._lock:
+            return dict(self._db.execute('SELECT c.page_id, c.crc FROM checksums c JOIN pages p ON c.page_id = '
+                                         'p.page_id AND c.offset = p.offset AND c.length = p.length'))
+
+    def verify(self, page_ids: Optional[Iterable[str]] = None) -> Dict[str, List[str]]:
+        """Read pages back and compare each with its checksum: ``{'corrupt': [...], 'unverified': [...]}``
+        (unverified: written before checksums, or by an older version). All pages unless ``page_ids``."""
+        path, rows, table = self._open_snapshot()
+        sums = self._checksums_by_page()
+        wanted = None if page_ids is None else set(page_ids)
+        corrupt, unverified = [], []
+        for page_id, offset, length in rows:
+            if (wanted is not None and page_id not in wanted) or offset + length > len(table):
+                continue   # pages outside the file are validate()'s 'damaged'
+            expected = sums.get(page_id)
+            if expected is None or expected[:2] != (offset, length):
+                unverified.append(page_id)
+            elif vectors_checksum(table[offset:offset + length]) != expected[2]:
+                corrupt.append(page_id)
+        return {'corrupt': corrupt, 'unverified': unverified}
+
+    def verify_sample(self, n_pages: int) -> List[str]:
+        """Verify the next ``n_pages`` pages in file order (a cursor walks the file across calls, so a
+        long-running reader checks every page in turn); returns the corrupt ones."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute('SELECT page_id FROM pages ORDER BY offset')]
+            if not ids:
+                return []
+            start = self._verify_cursor % len(ids)
+            chosen = (ids[start:] + ids[:start])[:n_pages]
+            self._verify_cursor = start + len(chosen)
+        return self.verify(chosen)['corrupt']
+
+    def record_checksums(self, page_ids: Iterable[str]) -> int:
+        """Checksum pages as they are now (for pages written before checksums; verify them first where
+        another copy exists). Returns how many were recorded."""
+        wanted = set(page_ids)
+        with self._lock, self.file_lock.hold():
+            path, rows, table = self._open_snapshot()
+            sums = [(p, o, n, vectors_checksum(table[o:o + n])) for p, o, n in rows
+                    if p in wanted and o + n <= len(table)]
+            with self._db:
+                self._db.execute('BEGIN IMMEDIATE')
+                self._db.executemany('INSERT OR REPLACE INTO checksums VALUES (?, ?, ?, ?)', sums)
+        return len(sums)
+
     def dead_rows(self) -> int:
         return int(self.validate()['dead_rows'])
 
@@ -330,20 +402,39 @@ class LocalVectorFile:
                 return 0
             generation = int(path.stem.split('-')[-1]) + 1 if path.stem.startswith('tokens-') else 1
             new_path = self.root / f'tokens-{generation}.bin'
-            new_rows, offset = [], 0
+            sums = self._checksums_by_page()
+            new_rows, new_sums, corrupt, unverified, offset = [], [], [], [], 0
             with open(new_path, 'wb') as f:
                 for page_id, start, length in rows:
-                    f.write(np.asarray(table[start:start + length]).tobytes())
+                    data = np.asarray(table[start:start + length])
+                    crc = vectors_checksum(data)
+                    known = sums.get(page_id)
+                    verified = known is not None and known[:2] == (start, length)
+                    if verified and known[2] != crc:
+                        corrupt.append(page_id)   # never carry rotten bytes into the new generation
+                        continue
+                    f.write(data.tobytes())
                     new_rows.append((offset, page_id))
+                    if verified:   # an unverified page stays unverified: its bytes are not blessed here
+                        new_sums.append((page_id, offset, length, crc))
+                    else:
+                        unverified.append(page_id)
                     offset += length
                 f.flush()
                 os.fsync(f.fileno())
             del table
             if _crash_after == 'write':
                 return -1
+            if corrupt:
+                LOG.warning(f'vector file {self.root}: {len(corrupt)} pages fail their checksum; dropping them so '
+                            f'they are fetched or re-indexed')
             with self._db:
                 self._db.execute('BEGIN IMMEDIATE')
+                self._db.executemany('DELETE FROM pages WHERE page_id = ?', [(p,) for p in corrupt])
+                self._db.executemany('DELETE FROM checksums WHERE page_id = ?', [(p,) for p in corrupt + unverified])
                 self._db.executemany('UPDATE pages SET offset = ? WHERE page_id = ?', new_rows)
+                self._db.executemany('INSERT OR REPLACE INTO checksums VALUES (?, ?, ?, ?)', new_sums)
+                self._db.execute('DELETE FROM checksums WHERE page_id NOT IN (SELECT page_id FROM pages)')
                 self._db.execute("INSERT OR REPLACE INTO info VALUES ('tokens_file', ?)", (new_path.name,))
             if _crash_after == 'commit':
                 return -1

@@ -18,6 +18,18 @@ import torch
 DIM = 16
 
 
+def manifest_count(vector_dir) -> int:
+    """Pages committed to a vector file's manifest, read without taking its lock (0 while it is being made)."""
+    import sqlite3
+    from pathlib import Path
+
+    try:
+        with sqlite3.connect(f'file:{Path(vector_dir) / "manifest.sqlite"}?mode=ro', uri=True, timeout=1) as db:
+            return db.execute('SELECT COUNT(*) FROM pages').fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
 def vectors_for(page_id: str, dim: int = DIM) -> torch.Tensor:
     seed = int(hashlib.sha256(page_id.encode()).hexdigest()[:8], 16)
     rng = np.random.RandomState(seed)
