@@ -160,6 +160,10 @@ class MilvusMultiVectorStore(CollectionSchema, CacheSync, ConsistencyCheck, Mult
         self.layout_name = ''
         try:
             self.dim, self.layout_name = self._open_collection(dim, layout, create)
+            if create:
+                # Made now, not at the first claim: a server restarting while Milvus Lite's server creates a
+                # collection can leave its folder behind unregistered ("File exists" on every retry).
+                self.sources.ensure()
         except Exception:
             self.close()
             raise
