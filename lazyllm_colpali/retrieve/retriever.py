@@ -13,7 +13,7 @@ from ..errors import EmptyQueryError
 from ..logging import LOG
 from ..store.base import Filters, MultiVectorStore
 from ..store.vector_file import PackedMultiVectors
-from . import kernel, kernel_units
+from . import kernel, kernel_simd, kernel_units
 from .candidates import CentroidIndex
 from .compression import compress
 from .maxsim import maxsim_packed, topk
@@ -99,9 +99,10 @@ class MaxSimRetriever:
             except torch.OutOfMemoryError:
                 return packed
         fused = kernel.available()
-        if fused and self.scoring_dtype == 'float16':
+        if self.scoring_dtype == 'float16' and (fused or kernel_simd.handles('float16')):
             return packed                                  # the kernel reads the stored tokens directly
-        if self.scoring_dtype in ('int8', 'bfloat16') and (fused or kernel_units.has_units(self.scoring_dtype)):
+        if self.scoring_dtype in ('int8', 'bfloat16') and (fused or kernel_units.has_units(self.scoring_dtype)
+                                                          or kernel_simd.handles(self.scoring_dtype)):
             return compress(packed, self.scoring_dtype)
         fits = packed.tokens.numel() * 4 <= self.cache_bytes
         return compress(packed, 'float32') if fits else packed
