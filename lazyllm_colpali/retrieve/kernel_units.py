@@ -57,7 +57,7 @@ def _is_int8(tokens) -> bool:
 
 def available(tokens) -> bool:
     """Whether ``tokens`` (a bf16 tensor or ``Int8Tokens``) can be scored on this CPU's matrix units.
-    ``LAZYLLM_COLPALI_KERNEL=numba`` (or ``torch``) keeps these paths off."""
+    ``LAZYLLM_COLPALI_KERNEL=numba`` (any value but ``auto`` or ``units``) keeps these paths off."""
     if _is_int8(tokens):
         return tokens.codes.device.type == 'cpu' and tokens.codes.shape[1] >= MIN_DIM and has_units('int8')
     if isinstance(tokens, torch.Tensor) and tokens.dtype == torch.bfloat16:

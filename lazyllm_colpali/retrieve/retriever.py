@@ -57,9 +57,10 @@ class MaxSimRetriever:
     train), while the centroid path, though ~30x cheaper per query at 100k pages, costs an index build of
     minutes on such a machine and recall@10 ~0.985 (measured in benchmarks/bench_maxsim.py, bench_scale.py).
 
-    Scoring layout on CPU (``scoring_dtype``): ``float16`` scores the store's tokens as stored with the fused
-    kernel (:mod:`.kernel`), no copy, exact; ``int8`` derives per-token int8 codes in memory (half the bytes;
-    int8 dot products on VNNI / AMX CPUs, :mod:`.kernel_units`) and ``bfloat16`` a bf16 copy (bf16 GEMMs on
+    Scoring layout on CPU (``scoring_dtype``): ``float16`` scores the store's tokens as stored with the SIMD
+    kernel (:mod:`.kernel_simd`) or the numba one (:mod:`.kernel`), no copy, exact; ``int8`` derives per-token
+    int8 codes in memory (half the bytes; int8 dot products on VNNI CPUs through :mod:`.kernel_simd`, or
+    oneDNN's on VNNI / AMX, :mod:`.kernel_units`) and ``bfloat16`` a bf16 copy (bf16 dot products on
     AVX-512 BF16 / AMX CPUs); both then re-score their best ``RERANK_FACTOR`` x the wanted pages exactly from
     the stored tokens, so returned scores are exact and the order among them too (recall@10 against
     exhaustive exact: docs/maxsim-cpu.md); ``float32`` keeps a float32 copy while it fits in ``cache_bytes``.
