@@ -253,11 +253,11 @@ def run_size(n: int, args, workdir: Path) -> List[Dict]:
     start = time.perf_counter()
     int8 = compress(fp16, 'int8')
     encode_s = time.perf_counter() - start
-    if simd:
-        simd_int8_rows(fp16, int8, queries, add, encode_s)
-    if 'units' not in skip:
+    if simd and kernel_simd.INT8 in kernel_simd.variants():
+        int8_rows(fp16, int8, queries, add, encode_s, 'SIMD kernel', 'VNNI')
+    if 'units' not in skip and kernel_units.has_units('int8'):
         with kernel_mode('units'):
-            int8_rows(fp16, int8, queries, add, encode_s=encode_s)
+            int8_rows(fp16, int8, queries, add, encode_s, 'matrix units', 'VNNI/AMX')
     if kernel.available():
         add('fused kernel int8 + scale (numba)',
             time_queries(lambda q: top_indices(kernel.maxsim_fused([q], int8.tokens, int8.offsets)[0]), queries),
@@ -322,47 +322,27 @@ def run_size(n: int, args, workdir: Path) -> List[Dict]:
     return rows
 
 
-def simd_int8_rows(fp16: PackedMultiVectors, int8: PackedMultiVectors, queries: List[torch.Tensor],
-                   add: Callable, encode_s: float) -> None:
-    """int8 codes through the SIMD kernel's VNNI variant: alone, with the retriever's exact rerank from the
-    fp16 tokens (the exact path of ``scoring_dtype='int8'``), and for a batch of all queries in one call."""
-    if kernel_simd.INT8 not in kernel_simd.variants():
-        return
-    tokens = int(fp16.offsets[-1])
-    disk_fp16 = 2 * fp16.tokens.shape[1]
-    add('SIMD kernel int8 + scale (VNNI)',
-        time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), queries),
-        token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens), build_s=encode_s)
-    add('SIMD int8 + exact fp16 rerank (retriever int8)',
-        time_queries(lambda q: screen_and_rerank(int8, fp16, q), queries),
-        token_bytes(int8) + token_bytes(fp16), tokens * disk_fp16, reads=path_tensors(int8.tokens), build_s=encode_s,
-        note=f'int8 over every page, best {RERANK_FACTOR}x(2k+8) re-scored exactly; memory: codes + fp16')
-    add(f'SIMD kernel int8, batch of {len(queries)} queries',
-        time_batch(lambda qs: maxsim_packed(qs, int8), queries), token_bytes(int8), token_bytes(int8),
-        reads=path_tensors(int8.tokens), note='per query; one pass over the codes for the whole batch')
-
-
 def int8_rows(fp16: PackedMultiVectors, int8: PackedMultiVectors, queries: List[torch.Tensor], add: Callable,
-              encode_s: float) -> None:
-    """int8 codes on the matrix units (where this CPU has them), alone, with the retriever's exact rerank from
-    the fp16 tokens, and for a batch of all queries in one call. ``build s``: deriving the codes from fp16."""
-    if not kernel_units.has_units('int8'):
-        return
+              encode_s: float, path: str, units: str) -> None:
+    """int8 codes through ``path`` (the SIMD kernel, or the matrix units with the SIMD kernel off), alone, with
+    the retriever's exact rerank from the fp16 tokens (``scoring_dtype='int8'``), and for a batch of all
+    queries in one call; the matrix units also with torch's intra-op threads. ``build s``: deriving the codes."""
     tokens = int(fp16.offsets[-1])
     disk_fp16 = 2 * fp16.tokens.shape[1]
-    add('matrix units int8 + scale (VNNI/AMX)',
+    add(f'{path} int8 + scale ({units})',
         time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), queries),
         token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens), build_s=encode_s)
-    add('matrix units int8 + exact fp16 rerank (retriever int8)',
+    add(f'{path} int8 + exact fp16 rerank (retriever int8)',
         time_queries(lambda q: screen_and_rerank(int8, fp16, q), queries),
         token_bytes(int8) + token_bytes(fp16), tokens * disk_fp16, reads=path_tensors(int8.tokens), build_s=encode_s,
         note=f'int8 over every page, best {RERANK_FACTOR}x(2k+8) re-scored exactly; memory: codes + fp16')
-    with intra_op_threads():
-        add('matrix units int8, intra-op threads (no workers)',
-            time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), queries),
-            token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens),
-            note='LAZYLLM_COLPALI_TILE_WORKERS=0: each op forks and joins torch\'s threads')
-    add(f'matrix units int8, batch of {len(queries)} queries',
+    if path == 'matrix units':
+        with intra_op_threads():
+            add('matrix units int8, intra-op threads (no workers)',
+                time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), queries),
+                token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens),
+                note='LAZYLLM_COLPALI_TILE_WORKERS=0: each op forks and joins torch\'s threads')
+    add(f'{path} int8, batch of {len(queries)} queries',
         time_batch(lambda qs: maxsim_packed(qs, int8), queries), token_bytes(int8), token_bytes(int8),
         reads=path_tensors(int8.tokens), note='per query; one pass over the codes for the whole batch')
 

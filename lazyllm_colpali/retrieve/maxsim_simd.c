@@ -75,31 +75,40 @@ static void finish_page(const job_t *j, const float *best, int64_t n) {
     }
 }
 
+/* Each query token's max over the tile's P tokens into best (G registers of 8 query tokens). */
+#define FOLD_MAX(acc, best, G, P)                                                             \
+    for (int g = 0; g < (G); g++) {                                                           \
+        __m256 m_ = (acc)[g];                                                                 \
+        for (int p = 1; p < (P); p++) m_ = _mm256_max_ps(m_, (acc)[p * (G) + g]);             \
+        (best)[g] = _mm256_max_ps((best)[g], m_);                                             \
+    }
+
+/* fp32 FMA tile: P page tokens (float32 rows of dim) against G registers of 8 query tokens; defined once,
+ * compiled in the AVX2 and the AVX-512 sections (N_ACC: the accumulators their register files hold). */
+#define DEFINE_F32_TILE(NAME, N_ACC)                                                          \
+static inline __attribute__((always_inline))                                                  \
+void NAME(const float *tok, int dim, const float *q, int gstride, __m256 *best, int G, int P) { \
+    __m256 acc[N_ACC];                                                                        \
+    for (int a = 0; a < G * P; a++) acc[a] = _mm256_setzero_ps();                            \
+    for (int k = 0; k < dim; k++) {                                                           \
+        const float *qk = q + (size_t)k * gstride;                                            \
+        __m256 qv[4];                                                                         \
+        for (int g = 0; g < G; g++) qv[g] = _mm256_loadu_ps(qk + 8 * g);                     \
+        for (int p = 0; p < P; p++) {                                                         \
+            __m256 b = _mm256_broadcast_ss(tok + (size_t)p * dim + k);                        \
+            for (int g = 0; g < G; g++) acc[p * G + g] = _mm256_fmadd_ps(qv[g], b, acc[p * G + g]); \
+        }                                                                                     \
+    }                                                                                         \
+    FOLD_MAX(acc, best, G, P)                                                                 \
+}
+
 /* ------------------------------------------------------------------------------------------------------ */
 /* fp32 FMA, AVX2 (16 registers: G groups x P tokens accumulators + G query registers + 1 broadcast)      */
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
-static inline __attribute__((always_inline))
-void avx2_tile(const float *tok, int dim, const float *q, int gstride, __m256 *best, int G, int P) {
-    __m256 acc[12];
-    for (int a = 0; a < G * P; a++) acc[a] = _mm256_setzero_ps();
-    for (int k = 0; k < dim; k++) {
-        const float *qk = q + (size_t)k * gstride;
-        __m256 qv[4];
-        for (int g = 0; g < G; g++) qv[g] = _mm256_loadu_ps(qk + 8 * g);
-        for (int p = 0; p < P; p++) {
-            __m256 b = _mm256_broadcast_ss(tok + (size_t)p * dim + k);
-            for (int g = 0; g < G; g++) acc[p * G + g] = _mm256_fmadd_ps(qv[g], b, acc[p * G + g]);
-        }
-    }
-    for (int g = 0; g < G; g++) {
-        __m256 m = acc[g];
-        for (int p = 1; p < P; p++) m = _mm256_max_ps(m, acc[p * G + g]);
-        best[g] = _mm256_max_ps(best[g], m);
-    }
-}
+DEFINE_F32_TILE(avx2_tile, 12)
 
 static void avx2_block(const float *tok, int n_tok, int dim, const float *q, int groups, float *best) {
     int gstride = groups * 8;
@@ -188,25 +197,7 @@ static inline __attribute__((always_inline)) __m256 dpbf16(__m256 acc, __m256bh 
     switch (G) { case 1: CALL(1, 12); break; case 2: CALL(2, 12); break; case 3: CALL(3, 8); break; \
                  default: CALL(4, 6); break; }
 
-static inline __attribute__((always_inline))
-void f32_tile(const float *tok, int dim, const float *q, int gstride, __m256 *best, int G, int P) {
-    __m256 acc[24];
-    for (int a = 0; a < G * P; a++) acc[a] = _mm256_setzero_ps();
-    for (int k = 0; k < dim; k++) {
-        const float *qk = q + (size_t)k * gstride;
-        __m256 qv[4];
-        for (int g = 0; g < G; g++) qv[g] = _mm256_loadu_ps(qk + 8 * g);
-        for (int p = 0; p < P; p++) {
-            __m256 b = _mm256_set1_ps(tok[(size_t)p * dim + k]);
-            for (int g = 0; g < G; g++) acc[p * G + g] = _mm256_fmadd_ps(qv[g], b, acc[p * G + g]);
-        }
-    }
-    for (int g = 0; g < G; g++) {
-        __m256 m = acc[g];
-        for (int p = 1; p < P; p++) m = _mm256_max_ps(m, acc[p * G + g]);
-        best[g] = _mm256_max_ps(best[g], m);
-    }
-}
+DEFINE_F32_TILE(f32_tile, 24)
 
 /* bf16 pairs: tok and q hold 32-bit (even, odd) bf16 pairs; dim2 = dim / 2 pairs per token. */
 static inline __attribute__((always_inline))
@@ -222,11 +213,7 @@ void bf16_tile(const uint32_t *tok, int dim2, const uint32_t *q, int gstride, __
             for (int g = 0; g < G; g++) acc[p * G + g] = dpbf16(acc[p * G + g], qv[g], b);
         }
     }
-    for (int g = 0; g < G; g++) {
-        __m256 m = acc[g];
-        for (int p = 1; p < P; p++) m = _mm256_max_ps(m, acc[p * G + g]);
-        best[g] = _mm256_max_ps(best[g], m);
-    }
+    FOLD_MAX(acc, best, G, P)
 }
 
 /* int8: tok holds 4-byte groups of signed codes, q the unsigned query (+128); dim4 = dim / 4 groups per
