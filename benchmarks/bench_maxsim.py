@@ -9,9 +9,10 @@ and its CPU ratio against the previous default (chunked matmul over a float32 ca
 Beside each exhaustive path: the same run's time to read that path's bytes from memory once (``read ms``,
 the best of a few full passes over its tensors) and the ratio ``x mem`` = p50 / read time ("x memory bound").
 
-Paths: the hand-written SIMD kernel where it builds (retrieve/maxsim_simd.c: fp16 tokens through fp32 FMAs, the
-default; int8 codes through VNNI alone, with the exact rerank and for a batch; bf16 through AVX-512 BF16;
-``--skip simd``), the matrix-unit paths where the CPU has them (``--skip units``) (bf16 GEMM tiles over bf16 tokens; int8 GEMM tiles over
+Paths: the hand-written SIMD kernel where it builds (retrieve/maxsim_simd.c: int8 codes through VNNI alone,
+with the exact rerank and for a batch; bf16 through AVX-512 BF16; fp16 tokens through fp32 FMAs, not the
+default; ``--skip simd``), the matrix-unit paths where the CPU has them (``--skip units``: bf16 GEMM tiles
+over bf16 tokens; int8 GEMM tiles over
 int8 codes + scale, alone and with the retriever's exact rerank of its best candidates from the fp16 tokens;
 both also for a batch of all queries in one call; the bf16 rows run last, on the fp16 tokens rounded to bf16
 in place), our fused numba kernel (fp16 as stored, bf16, int8 + scale, fp32), the previous chunked-matmul
@@ -242,14 +243,15 @@ def run_size(n: int, args, workdir: Path) -> List[Dict]:
             token_bytes(fp32) + token_bytes(fp16), tokens * disk_fp16, note='baseline of cpu_vs_previous',
             reads=[fp32.tokens])
     if kernel.available():
-        add('fused numba kernel fp16 (default before SIMD)',
+        add('fused numba kernel fp16 (default)',
             time_queries(lambda q: top_indices(kernel.maxsim_fused([q], fp16.tokens, fp16.offsets)[0]), queries),
             token_bytes(fp16), tokens * disk_fp16, reads=[fp16.tokens])
-    simd = 'simd' not in skip and kernel_simd.available(fp16.tokens)
-    if simd:
-        add('SIMD kernel fp16, fp32 FMA (default)',
-            time_queries(lambda q: top_indices(maxsim_packed([q], fp16)[0]), queries),
-            token_bytes(fp16), tokens * disk_fp16, reads=[fp16.tokens])
+    simd = 'simd' not in skip and kernel_simd.fp32_variant() is not None
+    if simd:   # not the default for fp16 (numba's kernel is faster): called directly
+        add('SIMD kernel fp16, fp32 FMA',
+            time_queries(lambda q: top_indices(kernel_simd.maxsim_simd([q], fp16.tokens, fp16.offsets,
+                                                                       variant=kernel_simd.fp32_variant())[0]),
+                         queries), token_bytes(fp16), tokens * disk_fp16, reads=[fp16.tokens])
     start = time.perf_counter()
     int8 = compress(fp16, 'int8')
     encode_s = time.perf_counter() - start

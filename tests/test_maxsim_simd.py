@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lazyllm_colpali.retrieve import kernel_simd
+from lazyllm_colpali.retrieve import kernel, kernel_simd
 from lazyllm_colpali.retrieve.compression import Int8Tokens
 from lazyllm_colpali.retrieve.kernel_units import quantize_queries
 from lazyllm_colpali.retrieve.maxsim import maxsim_packed, maxsim_reference
@@ -134,20 +134,31 @@ def test_one_thread_and_many_agree_and_long_query_batches_split(variant):
     torch.testing.assert_close(one[3:4], alone, rtol=1e-6, atol=1e-6)
 
 
-def test_dispatch_uses_the_kernel_for_every_stored_format_and_the_switch_turns_it_off(monkeypatch):
-    if not kernel_simd.variants():
-        pytest.skip('the SIMD kernel is not built here')
+def test_dispatch_sends_int8_and_bf16_here_fp16_to_numba_and_the_switch_turns_it_off(monkeypatch):
     packed = _packed(11, [20, 5], 128, seed=4)
     queries = _queries(128)
-    for tokens in (packed.tokens.half(), packed.tokens.bfloat16(), Int8Tokens.encode(packed.tokens)):
+    for tokens, variant in ((packed.tokens.bfloat16(), kernel_simd.BF16),
+                            (Int8Tokens.encode(packed.tokens), kernel_simd.INT8)):
+        if variant not in kernel_simd.variants():
+            continue
         assert kernel_simd.available(tokens)
         via_dispatch = maxsim_packed(queries, PackedMultiVectors(packed.page_ids, tokens, packed.offsets))
-        assert torch.equal(via_dispatch, kernel_simd.maxsim_simd(queries, tokens, packed.offsets))
+        assert torch.equal(via_dispatch, kernel_simd.maxsim_simd(queries, tokens, packed.offsets, variant=variant))
+    fp16 = packed.tokens.half()
+    if kernel.available():   # numba's kernel is 2x faster per thread than the fp32 variant: it keeps fp16
+        assert not kernel_simd.available(fp16)
+        assert torch.equal(maxsim_packed(queries, PackedMultiVectors(packed.page_ids, fp16, packed.offsets)),
+                           kernel.maxsim_fused(queries, fp16, packed.offsets))
+    monkeypatch.setattr(kernel, 'available', lambda: False)   # without numba: the fp32 variant, if built
+    if kernel_simd.fp32_variant() is not None:
+        assert kernel_simd.available(fp16) and kernel_simd.handles('float16')
+        assert torch.equal(maxsim_packed(queries, PackedMultiVectors(packed.page_ids, fp16, packed.offsets)),
+                           kernel_simd.maxsim_simd(queries, fp16, packed.offsets, variant=kernel_simd.fp32_variant()))
     monkeypatch.setenv('LAZYLLM_COLPALI_KERNEL', 'numba')
-    assert not kernel_simd.available(packed.tokens.half())
-    torch.testing.assert_close(maxsim_packed(queries, PackedMultiVectors(packed.page_ids, packed.tokens.half(),
+    assert not any(kernel_simd.handles(d) for d in ('int8', 'bfloat16', 'float16', 'float32'))
+    torch.testing.assert_close(maxsim_packed(queries, PackedMultiVectors(packed.page_ids, packed.tokens.bfloat16(),
                                                                          packed.offsets)),
-                               maxsim_reference(queries, [p.half().float() for p in packed.unpack()]),
+                               maxsim_reference(queries, [p.bfloat16().float() for p in packed.unpack()]),
                                rtol=1e-5, atol=1e-4)
 
 
@@ -177,7 +188,7 @@ def test_the_build_is_cached_per_user_and_reused(tmp_path):
 def test_without_a_working_compiler_scores_come_from_the_other_paths(tmp_path):
     code = '''
 import torch
-from lazyllm_colpali.retrieve import kernel_simd
+from lazyllm_colpali.retrieve import kernel, kernel_simd
 from lazyllm_colpali.retrieve.maxsim import maxsim_packed, maxsim_reference
 from lazyllm_colpali.store.vector_file import PackedMultiVectors
 torch.manual_seed(0)

@@ -13,7 +13,9 @@ registers (``docs/maxsim-cpu.md`` has the measurements):
   are exact, so a score differs from the float32 score on the same tokens only by the query's rounding and
   the summation order.
 - fp16 / fp32 tokens: float32 FMAs on tokens widened to float32 (AVX-512, else AVX2 + FMA + F16C): the same
-  arithmetic as the numba kernel, exact up to summation order.
+  arithmetic as the numba kernel, exact up to summation order, but measured 2x slower per thread than it on
+  the Zen 4 dev machine, so :func:`variant_for` gives fp16 / fp32 tokens to numba and this variant only
+  serves where numba is missing.
 
 Build: the C file is compiled with the system C compiler (``$CC``, else ``cc``) at the first use in a
 process that finds no build of it, into a per-user cache folder (``$LAZYLLM_COLPALI_CACHE_DIR``, else
@@ -44,6 +46,7 @@ import numpy as np
 import torch
 
 from ..logging import LOG
+from .compression import Int8Tokens
 
 SOURCE = Path(__file__).with_name('maxsim_simd.c')
 FLAGS = ['-O3', '-shared', '-fPIC', '-std=gnu11', '-fno-strict-aliasing']
@@ -145,9 +148,17 @@ def _is_int8(tokens) -> bool:
     return hasattr(tokens, 'codes') and hasattr(tokens, 'scales')
 
 
+def fp32_variant() -> Optional[int]:
+    """The widest fp32 FMA variant this CPU runs, or None."""
+    have = variants()
+    return FP32_AVX512 if FP32_AVX512 in have else FP32_AVX2 if FP32_AVX2 in have else None
+
+
 def variant_for(tokens) -> Optional[int]:
-    """The variant that scores ``tokens`` here (int8 codes -> VNNI; bf16 -> BF16 dot products, else exact
-    fp32; fp16 / fp32 -> fp32 FMA), or None."""
+    """The variant that scores ``tokens`` by default here, or None for another path: int8 codes -> VNNI;
+    bf16 -> BF16 dot products. fp16 / fp32 tokens (and bf16 without AVX-512 BF16) stay with the numba kernel,
+    measured 2x faster per thread than this kernel's fp32 FMA variant (docs/maxsim-cpu.md); the fp32
+    variant takes them only where numba is missing (instead of the chunked-matmul path)."""
     have = variants()
     if _is_int8(tokens):
         return INT8 if INT8 in have and tokens.codes.device.type == 'cpu' else None
@@ -155,13 +166,18 @@ def variant_for(tokens) -> Optional[int]:
         return None
     if tokens.dtype == torch.bfloat16 and BF16 in have:
         return BF16
-    return FP32_AVX512 if FP32_AVX512 in have else FP32_AVX2 if FP32_AVX2 in have else None
+    from . import kernel
+
+    return None if kernel.available() else fp32_variant()
 
 
 def handles(dtype: str) -> bool:
-    """Whether a derived ``'int8'`` or ``'bfloat16'`` scoring layout would be scored by this kernel here."""
-    have = variants()
-    return (INT8 in have) if dtype == 'int8' else bool(have) and self_check()
+    """Whether tokens of ``dtype`` (``'int8'``, ``'bfloat16'``, ``'float16'``, ``'float32'``) would be scored by
+    this kernel here."""
+    probe = {'int8': Int8Tokens(torch.zeros(1, 16, dtype=torch.int8), torch.ones(1, 1, dtype=torch.float16)),
+             'bfloat16': torch.zeros(1, 16, dtype=torch.bfloat16), 'float16': torch.zeros(1, 16, dtype=torch.float16),
+             'float32': torch.zeros(1, 16)}.get(dtype)
+    return probe is not None and available(probe)
 
 
 def available(tokens) -> bool:
@@ -283,8 +299,6 @@ def self_check() -> bool:
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
     pages = torch.randn(int(lengths.sum()), 40, generator=g)
     queries = [torch.randn(3, 40, generator=g), torch.randn(11, 40, generator=g)]
-    from .compression import Int8Tokens
-
     good = True
     for variant in variants():
         stored = Int8Tokens.encode(pages) if variant == INT8 else \

@@ -4,10 +4,10 @@
 
 - :func:`maxsim_reference` is the obviously-correct definition (one page at a time, float32). Every fast
   path is tested against it, and it matches colpali-engine's ``processor.score_multi_vector``.
-- :func:`maxsim_packed` is the fast path. On CPU it first takes the hand-written SIMD kernel of
-  :mod:`.kernel_simd` (fp16 / bf16 / fp32 tokens and int8 codes, one pass, the CPU's dot-product
-  instructions; compiled on first use where a C compiler is present); without it, bf16 tokens and int8
-  codes go to the matrix units where the CPU has them (:mod:`.kernel_units`: torch/oneDNN bf16 and int8 GEMMs on cache-sized tiles, per-page
+- :func:`maxsim_packed` is the fast path. On CPU, int8 codes and bf16 tokens first go to the hand-written
+  SIMD kernel of :mod:`.kernel_simd` (one pass, VNNI / AVX-512 BF16 dot products; compiled on first use
+  where a C compiler is present); without it, bf16 tokens and int8 codes go to the matrix units where the
+  CPU has them (:mod:`.kernel_units`: torch/oneDNN bf16 and int8 GEMMs on cache-sized tiles, per-page
   max fused into the tile loop; AVX-512 BF16 / VNNI / AMX, see :mod:`.cpu_features`); everything else (and
   every CPU without the units) runs the fused kernel of :mod:`.kernel` (numba), which reads fp16 / bf16 /
   fp32 / int8 tokens as stored and never builds a similarity matrix. On CUDA, tokens already
