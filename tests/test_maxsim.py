@@ -18,6 +18,7 @@ def _pages(n, lengths, dim=128, seed=0):
 
 
 def test_reference_matches_colpali_engine_score_multi_vector():
+    import lazyllm_colpali.models  # noqa: F401  (its torchvision shim first: the file must pass alone)
     from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
 
     torch.manual_seed(1)
@@ -30,6 +31,7 @@ def test_reference_matches_colpali_engine_score_multi_vector():
 def test_colpali_engine_padding_differs_only_when_every_similarity_is_negative():
     # score_multi_vector maxes over zero pad rows too, so a page whose best match is negative scores 0
     # there; the reference (and our fast path) keep the true negative value.
+    import lazyllm_colpali.models  # noqa: F401  (its torchvision shim first: the file must pass alone)
     from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
 
     query = [torch.tensor([[1.0, 0.0]])]
@@ -40,6 +42,7 @@ def test_colpali_engine_padding_differs_only_when_every_similarity_is_negative()
 
 
 def test_reference_matches_score_multi_vector_equal_lengths_exactly():
+    import lazyllm_colpali.models  # noqa: F401  (its torchvision shim first: the file must pass alone)
     from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
 
     torch.manual_seed(2)
