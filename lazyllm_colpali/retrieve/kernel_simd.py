@@ -13,9 +13,9 @@ registers (``docs/maxsim-cpu.md`` has the measurements):
   are exact, so a score differs from the float32 score on the same tokens only by the query's rounding and
   the summation order.
 - fp16 / fp32 tokens: float32 FMAs on tokens widened to float32 (AVX-512, else AVX2 + FMA + F16C): the same
-  arithmetic as the numba kernel, exact up to summation order, but measured 2x slower per thread than it on
-  the Zen 4 dev machine, so :func:`variant_for` gives fp16 / fp32 tokens to numba and this variant only
-  serves where numba is missing.
+  arithmetic as the numba kernel, exact up to summation order, but no faster than it per thread on the Zen 4
+  dev machine (AVX2 tile) or slower (AVX-512 tile, whose accumulators GCC spills), so :func:`variant_for`
+  gives fp16 / fp32 tokens to numba and this variant only serves where numba is missing.
 
 Build: the C file is compiled with the system C compiler (``$CC``, else ``cc``) at the first use in a
 process that finds no build of it, into a per-user cache folder (``$LAZYLLM_COLPALI_CACHE_DIR``, else
@@ -149,16 +149,17 @@ def _is_int8(tokens) -> bool:
 
 
 def fp32_variant() -> Optional[int]:
-    """The widest fp32 FMA variant this CPU runs, or None."""
+    """The fp32 FMA variant to use here, or None: the AVX2 one wherever it runs (GCC 12 spills the AVX-512
+    tile's 24 accumulators: measured 1.5-1.8x slower than the AVX2 tile, benchmarks/probe_simd.py)."""
     have = variants()
-    return FP32_AVX512 if FP32_AVX512 in have else FP32_AVX2 if FP32_AVX2 in have else None
+    return FP32_AVX2 if FP32_AVX2 in have else FP32_AVX512 if FP32_AVX512 in have else None
 
 
 def variant_for(tokens) -> Optional[int]:
     """The variant that scores ``tokens`` by default here, or None for another path: int8 codes -> VNNI;
     bf16 -> BF16 dot products. fp16 / fp32 tokens (and bf16 without AVX-512 BF16) stay with the numba kernel,
-    measured 2x faster per thread than this kernel's fp32 FMA variant (docs/maxsim-cpu.md); the fp32
-    variant takes them only where numba is missing (instead of the chunked-matmul path)."""
+    which this kernel's fp32 FMA variants do not beat (docs/maxsim-cpu.md); the fp32 variant takes them only
+    where numba is missing (instead of the chunked-matmul path)."""
     have = variants()
     if _is_int8(tokens):
         return INT8 if INT8 in have and tokens.codes.device.type == 'cpu' else None
