@@ -117,6 +117,11 @@ def test_picked_pages_in_any_order_and_empty_inputs(variant):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
     assert kernel_simd.maxsim_simd(queries, stored, packed.offsets, pages=[], variant=variant).shape == (3, 0)
     assert kernel_simd.maxsim_simd([], stored, packed.offsets, variant=variant).shape == (0, 40)
+    no_tokens = torch.zeros(0, 128)
+    mixed = kernel_simd.maxsim_simd([no_tokens, queries[0]], stored, packed.offsets, variant=variant)
+    assert torch.equal(mixed[0], torch.zeros(40)) and torch.equal(mixed[1], kernel_simd.maxsim_simd(
+        queries[:1], stored, packed.offsets, variant=variant)[0])
+    assert torch.equal(kernel_simd.maxsim_simd([no_tokens], stored, packed.offsets, variant=variant), torch.zeros(1, 40))
     with pytest.raises(IndexError, match='out of range'):
         kernel_simd.maxsim_simd(queries, stored, packed.offsets, pages=[40], variant=variant)
 

@@ -262,6 +262,8 @@ def maxsim_simd(queries: Sequence[torch.Tensor], tokens, offsets: torch.Tensor,
     q_all = torch.cat([q.float() for q in queries])
     if q_all.shape[1] != matrix.shape[1]:
         raise ValueError(f'query dim {q_all.shape[1]} does not match the stored dim {matrix.shape[1]}')
+    if len(q_all) == 0:   # queries without tokens match nothing: 0, as in the numba kernel
+        return torch.zeros(len(queries), len(page_array))
     if len(q_all) > MAX_QUERY_TOKENS:   # the kernel keeps <= 512 query tokens' maxima: split the batch
         half = len(queries) // 2
         if half == 0:
