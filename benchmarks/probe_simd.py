@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from probe_gemm import cpu_time  # noqa: E402
 from report_io import write_json  # noqa: E402
 
 from lazyllm_colpali.retrieve import kernel, kernel_simd  # noqa: E402
@@ -29,13 +28,8 @@ DIM = 128
 
 
 def thread_ms(score, repeats: int) -> float:
-    score()
-    times = []
-    for _ in range(repeats):
-        start = time.thread_time()
-        score()
-        times.append(time.thread_time() - start)
-    return statistics.median(times) * 1000
+    """Thread CPU-milliseconds of one call (probe_gemm's measure: the lower quartile of ``repeats``)."""
+    return cpu_time(score, repeats) * 1000
 
 
 def main(argv=None) -> dict:

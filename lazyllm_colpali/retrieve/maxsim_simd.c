@@ -106,6 +106,23 @@ void NAME(const float *tok, int dim, const float *q, int gstride, __m256 *best, 
     FOLD_MAX(acc, best, G, P)                                                                 \
 }
 
+/* The page loop every variant shares: take chunks of pages from the shared counter; per page, reset the
+ * maxima, run BLOCK_STMT on each block of rows [r, r + m), then write the page's scores. */
+#define PAGE_LOOP(j, buf, best, ...)                                                          \
+    int64_t start_;                                                                           \
+    while ((buf) && (start_ = __atomic_fetch_add((j)->next, (j)->chunk, __ATOMIC_RELAXED)) < (j)->n_pages) { \
+        int64_t stop_ = start_ + (j)->chunk < (j)->n_pages ? start_ + (j)->chunk : (j)->n_pages; \
+        for (int64_t n = start_; n < stop_; n++) {                                            \
+            int64_t p_ = (j)->pages[n], a_ = (j)->offsets[p_], e_ = (j)->offsets[p_ + 1];     \
+            for (int i = 0; i < (j)->groups * 8; i++) (best)[i] = -INFINITY;                  \
+            for (int64_t r = a_; r < e_; r += BLOCK) {                                        \
+                int m = e_ - r < BLOCK ? (int)(e_ - r) : BLOCK;                               \
+                __VA_ARGS__;                                                                  \
+            }                                                                                 \
+            finish_page((j), (best), n);                                                      \
+        }                                                                                     \
+    }
+
 /* ------------------------------------------------------------------------------------------------------ */
 /* fp32 FMA, AVX2 (16 registers: G groups x P tokens accumulators + G query registers + 1 broadcast)      */
 
@@ -159,20 +176,8 @@ static void avx2_widen(const job_t *j, int64_t r, int m, float *buf) {
 static void run_fp32_avx2(const job_t *j) {
     float *buf = aligned_alloc(64, sizeof(float) * BLOCK * MAX_DIM);
     float best[MAX_GROUPS * 8];
-    int64_t start;
-    while (buf && (start = __atomic_fetch_add(j->next, j->chunk, __ATOMIC_RELAXED)) < j->n_pages) {
-        int64_t stop = start + j->chunk < j->n_pages ? start + j->chunk : j->n_pages;
-        for (int64_t n = start; n < stop; n++) {
-            int64_t p = j->pages[n], a = j->offsets[p], e = j->offsets[p + 1];
-            for (int i = 0; i < j->groups * 8; i++) best[i] = -INFINITY;
-            for (int64_t r = a; r < e; r += BLOCK) {
-                int m = e - r < BLOCK ? (int)(e - r) : BLOCK;
-                avx2_widen(j, r, m, buf);
-                avx2_block(buf, m, j->pdim, (const float *)j->q, j->groups, best);
-            }
-            finish_page(j, best, n);
-        }
-    }
+    PAGE_LOOP(j, buf, best, avx2_widen(j, r, m, buf);
+                            avx2_block(buf, m, j->pdim, (const float *)j->q, j->groups, best))
     free(buf);
 }
 #pragma GCC pop_options
@@ -333,20 +338,8 @@ static void run_avx512(const job_t *j, int arith) {
     float best[MAX_GROUPS * 8];
     int32_t base[BLOCK];
     float scale[BLOCK];
-    int64_t start;
-    while (buf && (start = __atomic_fetch_add(j->next, j->chunk, __ATOMIC_RELAXED)) < j->n_pages) {
-        int64_t stop = start + j->chunk < j->n_pages ? start + j->chunk : j->n_pages;
-        for (int64_t n = start; n < stop; n++) {
-            int64_t p = j->pages[n], a = j->offsets[p], e = j->offsets[p + 1];
-            for (int i = 0; i < j->groups * 8; i++) best[i] = -INFINITY;
-            for (int64_t r = a; r < e; r += BLOCK) {
-                int m = e - r < BLOCK ? (int)(e - r) : BLOCK;
-                const void *rows = avx512_stage(j, arith, r, m, buf, base, scale);
-                avx512_block(arith, rows, m, j->pdim, j->q, j->groups, base, scale, best);
-            }
-            finish_page(j, best, n);
-        }
-    }
+    PAGE_LOOP(j, buf, best, const void *rows = avx512_stage(j, arith, r, m, buf, base, scale);
+                            avx512_block(arith, rows, m, j->pdim, j->q, j->groups, base, scale, best))
     free(buf);
 }
 #pragma GCC pop_options
