@@ -124,7 +124,7 @@ def _load(cc: str) -> Optional[ctypes.CDLL]:
     lib.lcm_variants.restype = ctypes.c_int
     lib.lcm_maxsim.restype = ctypes.c_int
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.lcm_maxsim.argtypes = [i32, i32, p, p, p, p, i64, p, i32, p, p, i32, i32, p, p, i64]
+    lib.lcm_maxsim.argtypes = [i32, i32, p, p, p, p, i64, p, i32, p, p, p, i32, i32, p, p, i64]
     return lib
 
 
@@ -199,25 +199,27 @@ def _padded_dim(dim: int) -> int:
 def pack_queries(q_all: torch.Tensor, variant: int) -> tuple:
     """The query tokens ``(n, dim)`` as the kernel reads them: zero-padded to groups of 8 tokens and to a
     multiple of 16 coordinates, transposed so that one load gives 8 tokens' values of one coordinate (fp32),
-    coordinate pair (bf16) or quad (int8, offset by +128 to unsigned); and each token's weight (its int8
-    scale, else 1)."""
+    coordinate pair (bf16) or quad (int8 codes); each token's weight (its int8 scale, else 1); and for int8
+    each token's -128 x (sum of its codes), which takes back the +128 the kernel adds to the page codes."""
     n, dim = q_all.shape
     rows = -(-n // GROUP) * GROUP
     padded = torch.zeros(rows, _padded_dim(dim))
     padded[:n, :dim] = q_all
     weights = torch.ones(n)
+    offset = torch.zeros(rows, dtype=torch.int32)
     if variant == INT8:
         from .kernel_units import quantize_queries
 
         codes, weights = quantize_queries(padded[:n])
-        unsigned = torch.full(padded.shape, 128, dtype=torch.uint8)
-        unsigned[:n] = (codes.to(torch.int16) + 128).to(torch.uint8)
-        packed = unsigned.view(torch.int32)
+        signed = torch.zeros(padded.shape, dtype=torch.int8)
+        signed[:n] = codes
+        offset[:n] = -128 * codes.to(torch.int32).sum(dim=1)
+        packed = signed.view(torch.int32)
     elif variant == BF16:
         packed = padded.to(torch.bfloat16).view(torch.int32)
     else:
         packed = padded
-    return packed.T.contiguous(), weights.float().contiguous()
+    return packed.T.contiguous(), weights.float().contiguous(), offset
 
 
 _pool: Optional[ThreadPoolExecutor] = None
@@ -270,7 +272,7 @@ def maxsim_simd(queries: Sequence[torch.Tensor], tokens, offsets: torch.Tensor,
             raise ValueError(f'a query of {len(q_all)} tokens exceeds the kernel\'s {MAX_QUERY_TOKENS}')
         return torch.cat([maxsim_simd(queries[:half], tokens, offsets, pages, variant, threads),
                           maxsim_simd(queries[half:], tokens, offsets, pages, variant, threads)])
-    q_packed, weights = pack_queries(q_all, variant)
+    q_packed, weights, q_offset = pack_queries(q_all, variant)
     groups = q_packed.shape[1] // GROUP
     q_starts = np.zeros(len(queries) + 1, dtype=np.int64)
     q_starts[1:] = np.cumsum([len(q) for q in queries])
@@ -283,7 +285,7 @@ def maxsim_simd(queries: Sequence[torch.Tensor], tokens, offsets: torch.Tensor,
     def call() -> int:
         return lib.lcm_maxsim(variant, dtype, matrix.data_ptr(), scales.data_ptr() if int8 else None,
                               offsets_np.ctypes.data, page_array.ctypes.data, len(page_array),
-                              q_packed.data_ptr(), groups, weights.data_ptr(), q_starts.ctypes.data,
+                              q_packed.data_ptr(), groups, weights.data_ptr(), q_offset.data_ptr(), q_starts.ctypes.data,
                               len(queries), matrix.shape[1], out.ctypes.data, counter.ctypes.data, chunk)
 
     pool = _threads(n_threads)

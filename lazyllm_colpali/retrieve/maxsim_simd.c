@@ -8,9 +8,11 @@
  *
  *   ARITH_BF16  AVX-512 BF16 vdpbf16ps: fp16 / fp32 page tokens rounded to bf16 in L1 (vcvtneps2bf16),
  *               bf16 read as stored; fp32 accumulation. Twice the fp32 FMA rate.
- *   ARITH_INT8  AVX-512 VNNI vpdpbusd: int8 codes as stored against the int8-quantised query (offset by
- *               +128 to make it unsigned; the offset is taken back per page token), exact int32 dots,
- *               times the page token's scale before the max. Four times the fp32 FMA rate.
+ *   ARITH_INT8  AVX-512 VNNI vpdpbusd (unsigned x signed bytes): the page's int8 codes offset by +128 to
+ *               unsigned while staged in L1, against the int8-quantised query as is; the offset comes
+ *               back as -128 x (sum of the query token's codes), one constant per query token that the
+ *               caller computes once. Exact int32 dots, times the page token's scale before the max.
+ *               Four times the fp32 FMA rate.
  *   ARITH_FP32  fp32 FMA on tokens widened to float32 (the arithmetic of the numba kernel): AVX-512
  *               (32 registers) or AVX2 + FMA + F16C (16 registers).
  *
@@ -53,6 +55,7 @@ typedef struct {
     const int64_t *pages;      /* which pages, in output order */
     const void *q;             /* packed query, see the Python side (kernel_simd.pack_queries) */
     const float *weights;      /* per query token: 1, or the int8 query scale */
+    const int32_t *qbase;      /* int8: per query token, -128 x the sum of its codes (the page offset back) */
     const int64_t *q_starts;   /* query s owns query tokens q_starts[s] .. q_starts[s+1] */
     float *out;                /* (n_queries, n_pages) */
     int64_t *next;             /* shared page counter */
@@ -225,21 +228,22 @@ void bf16_tile(const uint32_t *tok, int dim2, const uint32_t *q, int gstride, __
     FOLD_MAX(acc, best, G, P)
 }
 
-/* int8: tok holds 4-byte groups of signed codes, q the unsigned query (+128); dim4 = dim / 4 groups per
- * token; base[p] = -128 * (sum of token p's codes) takes the offset back, scale[p] is its fp32 scale. */
+/* int8: tok holds 4-byte groups of the page's codes + 128 (unsigned), q the query's signed codes; dim4 = dim / 4
+ * groups per token; qb[g] = -128 x (sum of each query token's codes) takes the offset back, scale[p] is page
+ * token p's fp32 scale. */
 static inline __attribute__((always_inline))
-void int8_tile(const uint32_t *tok, int dim4, const uint32_t *q, int gstride, const int32_t *base,
+void int8_tile(const uint32_t *tok, int dim4, const uint32_t *q, int gstride, const __m256i *qb,
                const float *scale, __m256 *best, int G, int P) {
     __m256i acc[24];
     for (int p = 0; p < P; p++)
-        for (int g = 0; g < G; g++) acc[p * G + g] = _mm256_set1_epi32(base[p]);
+        for (int g = 0; g < G; g++) acc[p * G + g] = qb[g];
     for (int k = 0; k < dim4; k++) {
         const uint32_t *qk = q + (size_t)k * gstride;
         __m256i qv[4];
         for (int g = 0; g < G; g++) qv[g] = _mm256_loadu_si256((const __m256i *)(qk + 8 * g));
         for (int p = 0; p < P; p++) {
             __m256i b = _mm256_set1_epi32((int)tok[(size_t)p * dim4 + k]);
-            for (int g = 0; g < G; g++) acc[p * G + g] = dpbusd(acc[p * G + g], qv[g], b);
+            for (int g = 0; g < G; g++) acc[p * G + g] = dpbusd(acc[p * G + g], b, qv[g]);
         }
     }
     for (int g = 0; g < G; g++) {
@@ -252,7 +256,7 @@ void int8_tile(const uint32_t *tok, int dim4, const uint32_t *q, int gstride, co
 
 /* One block of n_tok (<= BLOCK, padded to BLOCK) tokens against every query group, 4 groups at a time. */
 static void avx512_block(int arith, const void *tok, int n_tok, int dim, const void *q, int groups,
-                         const int32_t *base, const float *scale, float *best) {
+                         const int32_t *qbase, const float *scale, float *best) {
     int gstride = groups * 8;   /* elements (floats or 32-bit pairs / quads) per k step of the packed query */
     for (int g0 = 0; g0 < groups; g0 += 4) {
         int G = groups - g0 < 4 ? groups - g0 : 4;
@@ -272,8 +276,10 @@ static void avx512_block(int arith, const void *tok, int n_tok, int dim, const v
         } else {
             const uint32_t *t = tok, *qg = (const uint32_t *)q + 8 * g0;
             int d4 = dim / 4;
+            __m256i qb[4];
+            for (int g = 0; g < G; g++) qb[g] = _mm256_loadu_si256((const __m256i *)(qbase + 8 * (g0 + g)));
 #define CALL(GG, PP) for (int p = 0; p < n_tok; p += PP) \
-                int8_tile(t + (size_t)p * d4, d4, qg, gstride, base + p, scale + p, b, GG, PP)
+                int8_tile(t + (size_t)p * d4, d4, qg, gstride, qb, scale + p, b, GG, PP)
             FOR_BLOCKING(G, CALL)
 #undef CALL
         }
@@ -283,30 +289,26 @@ static void avx512_block(int arith, const void *tok, int n_tok, int dim, const v
 
 /* Stage rows [r, r + m) for the arithmetic into buf (BLOCK rows of pdim, zero past dim; row r repeated past
  * m). Returns the rows to score: buf, or the stored rows themselves when they are already in the
- * arithmetic's format and shape. int8 also fills base (the query offset's correction) and scale per row. */
-static const void *avx512_stage(const job_t *j, int arith, int64_t r, int m, void *buf, int32_t *base,
-                                float *scale) {
+ * arithmetic's format and shape. int8 rows are always staged (offset to unsigned, zero past dim: a zero
+ * byte adds nothing, whatever the query holds there) and fill scale per row. */
+static const void *avx512_stage(const job_t *j, int arith, int64_t r, int m, void *buf, float *scale) {
     int dim = j->dim, pdim = j->pdim, direct = m == BLOCK && dim == pdim;
     if (arith == ARITH_INT8) {
         const int8_t *codes = (const int8_t *)j->tokens;
+        const __m512i flip = _mm512_set1_epi8((char)0x80);
         for (int i = 0; i < BLOCK; i++) {
             int64_t row = r + (i < m ? i : 0);
             const int8_t *src = codes + row * dim;
-            __m512i sum = _mm512_setzero_si512(), flip = _mm512_set1_epi8((char)0x80);
-            for (int k = 0; k < dim; k += 64) {   /* sum of (code + 128) per 8 bytes, as unsigned */
-                __mmask64 in = dim - k >= 64 ? ~0ULL : (1ULL << (dim - k)) - 1;
+            uint8_t *dst = (uint8_t *)buf + (size_t)i * pdim;
+            for (int k = 0; k < pdim; k += 64) {
+                __mmask64 in = dim - k >= 64 ? ~0ULL : dim <= k ? 0ULL : (1ULL << (dim - k)) - 1;
+                __mmask64 out = pdim - k >= 64 ? ~0ULL : (1ULL << (pdim - k)) - 1;
                 __m512i c = _mm512_maskz_mov_epi8(in, _mm512_xor_si512(_mm512_maskz_loadu_epi8(in, src + k), flip));
-                sum = _mm512_add_epi64(sum, _mm512_sad_epu8(c, _mm512_setzero_si512()));
+                _mm512_mask_storeu_epi8(dst + k, out, c);
             }
-            int32_t codes_sum = (int32_t)_mm512_reduce_add_epi64(sum) - 128 * dim;
-            base[i] = -128 * codes_sum;
             scale[i] = _cvtsh_ss(j->scales[row]);
-            if (!direct) {
-                memcpy((int8_t *)buf + (size_t)i * pdim, src, dim);
-                memset((int8_t *)buf + (size_t)i * pdim + dim, 0, pdim - dim);
-            }
         }
-        return direct ? (const void *)(codes + r * dim) : buf;
+        return buf;
     }
     if (direct && arith == ARITH_BF16 && j->dtype == DT_BF16) return (const uint16_t *)j->tokens + r * dim;
     if (direct && arith == ARITH_FP32_AVX512 && j->dtype == DT_FP32) return (const float *)j->tokens + r * dim;
@@ -336,10 +338,9 @@ static const void *avx512_stage(const job_t *j, int arith, int64_t r, int m, voi
 static void run_avx512(const job_t *j, int arith) {
     void *buf = aligned_alloc(64, sizeof(float) * BLOCK * MAX_DIM);
     float best[MAX_GROUPS * 8];
-    int32_t base[BLOCK];
     float scale[BLOCK];
-    PAGE_LOOP(j, buf, best, const void *rows = avx512_stage(j, arith, r, m, buf, base, scale);
-                            avx512_block(arith, rows, m, j->pdim, j->q, j->groups, base, scale, best))
+    PAGE_LOOP(j, buf, best, const void *rows = avx512_stage(j, arith, r, m, buf, scale);
+                            avx512_block(arith, rows, m, j->pdim, j->q, j->groups, j->qbase, scale, best))
     free(buf);
 }
 #pragma GCC pop_options
@@ -350,13 +351,14 @@ static void run_avx512(const job_t *j, int arith) {
  * (checked before any work: the caller then uses another path). */
 int lcm_maxsim(int arith, int dtype, const void *tokens, const uint16_t *scales, const int64_t *offsets,
                const int64_t *pages, int64_t n_pages, const void *q, int groups, const float *weights,
-               const int64_t *q_starts, int n_queries, int dim, float *out, int64_t *next, int64_t chunk) {
+               const int32_t *qbase, const int64_t *q_starts, int n_queries, int dim, float *out, int64_t *next,
+               int64_t chunk) {
     int pdim = (dim + 15) & ~15;
     if (arith < 0 || arith > ARITH_INT8 || !(lcm_variants() >> arith & 1) || groups < 1 || groups > MAX_GROUPS
         || dim < 1 || pdim > MAX_DIM || chunk < 1 || dtype < DT_FP16 || dtype > DT_INT8
-        || (arith == ARITH_INT8) != (dtype == DT_INT8) || (dtype == DT_INT8 && !scales))
+        || (arith == ARITH_INT8) != (dtype == DT_INT8) || (dtype == DT_INT8 && !(scales && qbase)))
         return -1;
-    job_t j = {tokens, scales, offsets, pages, q, weights, q_starts, out, next, n_pages, chunk,
+    job_t j = {tokens, scales, offsets, pages, q, weights, qbase, q_starts, out, next, n_pages, chunk,
                dtype, dim, pdim, groups, n_queries};
     if (arith == ARITH_FP32_AVX2) run_fp32_avx2(&j);
     else run_avx512(&j, arith);
