@@ -374,8 +374,9 @@ def kernel_mode(mode: str):
 
 
 def bf16_rows(fp16: PackedMultiVectors, queries: List[torch.Tensor], add: Callable, skip=()) -> None:
-    """bf16 tokens through the SIMD kernel, on the matrix units (where this CPU has them) and in the numba kernel. The fp16 tokens are
-    rounded to bf16 in place (same size): 10k pages never exist in both formats at once."""
+    """bf16 tokens through the SIMD kernel, on the matrix units (where this CPU has them) and in the numba
+    kernel. The fp16 tokens are rounded to bf16 in place (same size): 10k pages never exist in both formats
+    at once."""
     if not (kernel_units.has_units('bfloat16') or kernel.available()):
         return
     tokens = int(fp16.offsets[-1])

@@ -22,8 +22,8 @@ process that finds no build of it, into a per-user cache folder (``$LAZYLLM_COLP
 ``$XDG_CACHE_HOME/lazyllm_colpali`` or ``~/.cache/lazyllm_colpali``) under a name keyed by the source's hash
 and the compiler's identity, and loaded through ctypes (no Python headers). No compiler, a failed build or a
 CPU without AVX2 / AVX-512 leaves :func:`available` False and callers keep the numba / matrix-unit paths;
-``-v`` (debug logging) says why. ``LAZYLLM_COLPALI_KERNEL=simd`` asks for this kernel only where it can
-run; any other value but ``auto`` (``numba``, ``units``, ``torch``) keeps it off.
+the CLI's ``-v`` (an INFO line) says why a build failed. ``LAZYLLM_COLPALI_KERNEL=simd`` asks for this kernel
+only where it can run; any other value but ``auto`` (``numba``, ``units``, ``torch``) keeps it off.
 
 Threads: one ctypes call per torch thread (ctypes releases the GIL), sharing an atomic page counter, so a
 thread descheduled on a busy machine leaves its pages to the others instead of holding them at a barrier.
@@ -119,7 +119,8 @@ def _load(cc: str) -> Optional[ctypes.CDLL]:
         lib = ctypes.CDLL(str(library))
     except (OSError, subprocess.SubprocessError) as exc:
         _reason = str(exc)
-        LOG.debug(f'SIMD MaxSim kernel unavailable (using the numba / matrix-unit paths): {exc}')
+        # INFO: shown with the CLI's -v (LazyLLM's default level), hidden without it (WARNING)
+        LOG.info(f'SIMD MaxSim kernel unavailable (using the numba / matrix-unit paths): {exc}')
         return None
     lib.lcm_variants.restype = ctypes.c_int
     lib.lcm_maxsim.restype = ctypes.c_int
@@ -285,7 +286,8 @@ def maxsim_simd(queries: Sequence[torch.Tensor], tokens, offsets: torch.Tensor,
     def call() -> int:
         return lib.lcm_maxsim(variant, dtype, matrix.data_ptr(), scales.data_ptr() if int8 else None,
                               offsets_np.ctypes.data, page_array.ctypes.data, len(page_array),
-                              q_packed.data_ptr(), groups, weights.data_ptr(), q_offset.data_ptr(), q_starts.ctypes.data,
+                              q_packed.data_ptr(), groups, weights.data_ptr(), q_offset.data_ptr(),
+                              q_starts.ctypes.data,
                               len(queries), matrix.shape[1], out.ctypes.data, counter.ctypes.data, chunk)
 
     pool = _threads(n_threads)

@@ -39,7 +39,8 @@ enum { BLOCK = 24, MAX_GROUPS = 64, MAX_DIM = 1024 };   /* 24 = lcm of the regis
 int lcm_variants(void) {
     __builtin_cpu_init();
     int v = 0;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) v |= 1 << ARITH_FP32_AVX2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        v |= 1 << ARITH_FP32_AVX2;
     int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
                  && __builtin_cpu_supports("avx512bw");
     if (avx512) v |= 1 << ARITH_FP32_AVX512;
