@@ -9,7 +9,10 @@ and its CPU ratio against the previous default (chunked matmul over a float32 ca
 Beside each exhaustive path: the same run's time to read that path's bytes from memory once (``read ms``,
 the best of a few full passes over its tensors) and the ratio ``x mem`` = p50 / read time ("x memory bound").
 
-Paths: the matrix-unit paths where the CPU has them (bf16 GEMM tiles over bf16 tokens; int8 GEMM tiles over
+Paths: the hand-written SIMD kernel where it builds (retrieve/maxsim_simd.c: int8 codes through VNNI alone,
+with the exact rerank and for a batch; bf16 through AVX-512 BF16; fp16 tokens through fp32 FMAs, not the
+default; ``--skip simd``), the matrix-unit paths where the CPU has them (``--skip units``: bf16 GEMM tiles
+over bf16 tokens; int8 GEMM tiles over
 int8 codes + scale, alone and with the retriever's exact rerank of its best candidates from the fp16 tokens;
 both also for a batch of all queries in one call; the bf16 rows run last, on the fp16 tokens rounded to bf16
 in place), our fused numba kernel (fp16 as stored, bf16, int8 + scale, fp32), the previous chunked-matmul
@@ -25,6 +28,8 @@ retriever), and hierarchical token pooling (factor 2 and 3, on a subset: it cost
         --out benchmarks/results/maxsim_fused.json                                             # kernel rows
     heavy python benchmarks/bench_maxsim.py --sizes 10000 --queries 8 \
         --skip previous,engine,byaldi,binary,centroids,milvus,pooling --out benchmarks/results/maxsim_units.json
+    heavy python benchmarks/bench_maxsim.py --sizes 10000 --queries 8 \
+        --skip previous,engine,byaldi,binary,centroids,milvus,pooling --out benchmarks/results/maxsim_simd.json
 """
 from __future__ import annotations
 
@@ -51,7 +56,7 @@ from synthetic import make_pages, make_queries  # noqa: E402
 from lazyllm_colpali import MaxSimRetriever, MilvusMultiVectorStore, PageRecord  # noqa: E402
 from lazyllm_colpali.retrieve.candidates import CentroidIndex  # noqa: E402
 from lazyllm_colpali.retrieve.compression import compress, token_bytes  # noqa: E402
-from lazyllm_colpali.retrieve import kernel, kernel_units  # noqa: E402
+from lazyllm_colpali.retrieve import kernel, kernel_simd, kernel_units  # noqa: E402
 from lazyllm_colpali.retrieve.cpu_features import matrix_units  # noqa: E402
 from lazyllm_colpali.retrieve.maxsim import maxsim_matmul, maxsim_packed  # noqa: E402
 from lazyllm_colpali.retrieve.retriever import RERANK_FACTOR  # noqa: E402
@@ -238,19 +243,31 @@ def run_size(n: int, args, workdir: Path) -> List[Dict]:
             token_bytes(fp32) + token_bytes(fp16), tokens * disk_fp16, note='baseline of cpu_vs_previous',
             reads=[fp32.tokens])
     if kernel.available():
-        add('fused kernel fp16 (ours, default)', time_queries(lambda q: top_indices(maxsim_packed([q], fp16)[0]),
-                                                              queries), token_bytes(fp16), tokens * disk_fp16,
-            reads=[fp16.tokens])
+        add('fused numba kernel fp16 (default)',
+            time_queries(lambda q: top_indices(kernel.maxsim_fused([q], fp16.tokens, fp16.offsets)[0]), queries),
+            token_bytes(fp16), tokens * disk_fp16, reads=[fp16.tokens])
+    simd = 'simd' not in skip and kernel_simd.fp32_variant() is not None
+    if simd:   # not the default for fp16 (numba's kernel is faster): called directly
+        add('SIMD kernel fp16, fp32 FMA',
+            time_queries(lambda q: top_indices(kernel_simd.maxsim_simd([q], fp16.tokens, fp16.offsets,
+                                                                       variant=kernel_simd.fp32_variant())[0]),
+                         queries), token_bytes(fp16), tokens * disk_fp16, reads=[fp16.tokens])
     start = time.perf_counter()
     int8 = compress(fp16, 'int8')
-    int8_rows(fp16, int8, queries, add, encode_s=time.perf_counter() - start)
+    encode_s = time.perf_counter() - start
+    if simd and kernel_simd.INT8 in kernel_simd.variants():
+        int8_rows(fp16, int8, queries, add, encode_s, 'SIMD kernel', 'VNNI')
+    if 'units' not in skip and kernel_units.has_units('int8'):
+        with kernel_mode('units'):
+            int8_rows(fp16, int8, queries, add, encode_s, 'matrix units', 'VNNI/AMX')
     if kernel.available():
         add('fused kernel int8 + scale (numba)',
             time_queries(lambda q: top_indices(kernel.maxsim_fused([q], int8.tokens, int8.offsets)[0]), queries),
             token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens))
         if fp32 is not None:
-            add('fused kernel fp32 (ours)', time_queries(lambda q: top_indices(maxsim_packed([q], fp32)[0]),
-                                                         queries), token_bytes(fp32), tokens * disk_fp16,
+            add('fused kernel fp32 (numba)',
+                time_queries(lambda q: top_indices(kernel.maxsim_fused([q], fp32.tokens, fp32.offsets)[0]), queries),
+                token_bytes(fp32), tokens * disk_fp16,
                 reads=[fp32.tokens])
     if 'previous' not in skip:
         add('matmul fp16 streamed (previous)',
@@ -303,48 +320,63 @@ def run_size(n: int, args, workdir: Path) -> List[Dict]:
     if args.pool_pages and 'pooling' not in skip and fp32 is not None:
         rows.extend(pooling_rows(fp32, queries, min(args.pool_pages, n)))
     if not args.skip_bf16:
-        bf16_rows(fp16, queries, add)   # last: it turns the fp16 tokens into bf16 in place
+        bf16_rows(fp16, queries, add, skip)   # last: it turns the fp16 tokens into bf16 in place
     return rows
 
 
 def int8_rows(fp16: PackedMultiVectors, int8: PackedMultiVectors, queries: List[torch.Tensor], add: Callable,
-              encode_s: float) -> None:
-    """int8 codes on the matrix units (where this CPU has them), alone, with the retriever's exact rerank from
-    the fp16 tokens, and for a batch of all queries in one call. ``build s``: deriving the codes from fp16."""
-    if not kernel_units.has_units('int8'):
-        return
+              encode_s: float, path: str, units: str) -> None:
+    """int8 codes through ``path`` (the SIMD kernel, or the matrix units with the SIMD kernel off), alone, with
+    the retriever's exact rerank from the fp16 tokens (``scoring_dtype='int8'``), and for a batch of all
+    queries in one call; the matrix units also with torch's intra-op threads. ``build s``: deriving the codes."""
     tokens = int(fp16.offsets[-1])
     disk_fp16 = 2 * fp16.tokens.shape[1]
-    add('matrix units int8 + scale (VNNI/AMX)',
+    add(f'{path} int8 + scale ({units})',
         time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), queries),
         token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens), build_s=encode_s)
-    add('matrix units int8 + exact fp16 rerank (retriever int8)',
+    add(f'{path} int8 + exact fp16 rerank (retriever int8)',
         time_queries(lambda q: screen_and_rerank(int8, fp16, q), queries),
         token_bytes(int8) + token_bytes(fp16), tokens * disk_fp16, reads=path_tensors(int8.tokens), build_s=encode_s,
         note=f'int8 over every page, best {RERANK_FACTOR}x(2k+8) re-scored exactly; memory: codes + fp16')
-    with intra_op_threads():
-        add('matrix units int8, intra-op threads (no workers)',
-            time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), queries),
-            token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens),
-            note='LAZYLLM_COLPALI_TILE_WORKERS=0: each op forks and joins torch\'s threads')
-    add(f'matrix units int8, batch of {len(queries)} queries',
+    if path == 'matrix units':
+        with intra_op_threads():
+            add('matrix units int8, intra-op threads (no workers)',
+                time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), queries),
+                token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens),
+                note='LAZYLLM_COLPALI_TILE_WORKERS=0: each op forks and joins torch\'s threads')
+    add(f'{path} int8, batch of {len(queries)} queries',
         time_batch(lambda qs: maxsim_packed(qs, int8), queries), token_bytes(int8), token_bytes(int8),
         reads=path_tensors(int8.tokens), note='per query; one pass over the codes for the whole batch')
 
 
 @contextlib.contextmanager
-def intra_op_threads():
-    """The tile loop on the calling thread with torch's intra-op threads (the workers switched off)."""
-    os.environ['LAZYLLM_COLPALI_TILE_WORKERS'] = '0'
+def environment(name: str, value: str):
+    """``name=value`` in the environment for the rows timed inside, as before afterwards."""
+    before = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
-        del os.environ['LAZYLLM_COLPALI_TILE_WORKERS']
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
 
 
-def bf16_rows(fp16: PackedMultiVectors, queries: List[torch.Tensor], add: Callable) -> None:
-    """bf16 tokens on the matrix units (where this CPU has them) and in the numba kernel. The fp16 tokens are
-    rounded to bf16 in place (same size): 10k pages never exist in both formats at once."""
+def intra_op_threads():
+    """The tile loop on the calling thread with torch's intra-op threads (the workers switched off)."""
+    return environment('LAZYLLM_COLPALI_TILE_WORKERS', '0')
+
+
+def kernel_mode(mode: str):
+    """Only the ``mode`` path of maxsim_packed (``units``: matrix units, the SIMD kernel off; see kernel_simd)."""
+    return environment('LAZYLLM_COLPALI_KERNEL', mode)
+
+
+def bf16_rows(fp16: PackedMultiVectors, queries: List[torch.Tensor], add: Callable, skip=()) -> None:
+    """bf16 tokens through the SIMD kernel, on the matrix units (where this CPU has them) and in the numba
+    kernel. The fp16 tokens are rounded to bf16 in place (same size): 10k pages never exist in both formats
+    at once."""
     if not (kernel_units.has_units('bfloat16') or kernel.available()):
         return
     tokens = int(fp16.offsets[-1])
@@ -353,13 +385,18 @@ def bf16_rows(fp16: PackedMultiVectors, queries: List[torch.Tensor], add: Callab
     for a in range(0, tokens, 1 << 18):
         in_place[a:a + (1 << 18)] = fp16.tokens[a:a + (1 << 18)].float()
     bf16 = PackedMultiVectors(fp16.page_ids, in_place, fp16.offsets)
-    if kernel_units.has_units('bfloat16'):
-        add('matrix units bf16 (AVX-512 BF16/AMX)',
+    if 'simd' not in skip and kernel_simd.BF16 in kernel_simd.variants():
+        add('SIMD kernel bf16 (AVX-512 BF16)',
             time_queries(lambda q: top_indices(maxsim_packed([q], bf16)[0]), queries),
             token_bytes(bf16), tokens * disk_fp16, reads=[bf16.tokens])
-        add(f'matrix units bf16, batch of {len(queries)} queries',
-            time_batch(lambda qs: maxsim_packed(qs, bf16), queries), token_bytes(bf16), tokens * disk_fp16,
-            reads=[bf16.tokens], note='per query; one pass over the tokens for the whole batch')
+    if 'units' not in skip and kernel_units.has_units('bfloat16'):
+        with kernel_mode('units'):
+            add('matrix units bf16 (AVX-512 BF16/AMX)',
+                time_queries(lambda q: top_indices(maxsim_packed([q], bf16)[0]), queries),
+                token_bytes(bf16), tokens * disk_fp16, reads=[bf16.tokens])
+            add(f'matrix units bf16, batch of {len(queries)} queries',
+                time_batch(lambda qs: maxsim_packed(qs, bf16), queries), token_bytes(bf16), tokens * disk_fp16,
+                reads=[bf16.tokens], note='per query; one pass over the tokens for the whole batch')
     if kernel.available():
         add('fused kernel bf16 (numba)',
             time_queries(lambda q: top_indices(kernel.maxsim_fused([q], bf16.tokens, bf16.offsets)[0]), queries),
@@ -413,7 +450,7 @@ def main(argv=None) -> Dict:
     parser.add_argument('--pool-pages', type=int, default=200, help='pages to pool for the pooling rows (0: skip)')
     parser.add_argument('--no-milvus', action='store_true', help='same as --skip milvus')
     parser.add_argument('--skip', default='', help='comma list of path groups to leave out: previous, engine, '
-                                                   'byaldi, binary, centroids, milvus, pooling')
+                                                   'byaldi, binary, centroids, milvus, pooling, simd, units')
     parser.add_argument('--skip-bf16', action='store_true', help='no bf16 rows')
     parser.add_argument('--milvus-server', action='store_true', help='also run the store against a local Milvus '
                                                                      'server (milvus-lite server, gRPC)')

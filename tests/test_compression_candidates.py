@@ -116,15 +116,19 @@ def test_benchmark_smoke(tmp_path):
     rows = {r['path']: r for r in data['rows']}
     assert rows['matmul fp32 cache (previous default)']['recall@10'] == 1.0
     assert rows['matmul fp32 cache (previous default)']['cpu_vs_previous'] == 1.0
-    assert rows['fused kernel fp16 (ours, default)']['recall@10'] == 1.0
-    assert rows['fused kernel fp16 (ours, default)']['cpu_s_per_query'] > 0
+    assert rows['fused numba kernel fp16 (default)']['recall@10'] == 1.0
+    assert rows['fused numba kernel fp16 (default)']['cpu_s_per_query'] > 0
     assert rows['colpali-engine score_multi_vector']['recall@10'] == 1.0
     assert data['kernel_compile']['cached_load_s'] > 0
     assert any(p.startswith('milvus lite') for p in rows) and len(result['rows']) >= 17
-    fused = rows['fused kernel fp16 (ours, default)']
+    fused = rows['fused numba kernel fp16 (default)']
     assert fused['memory_read_ms'] > 0 and fused['x_memory_bound'] == fused['p50_ms'] / fused['memory_read_ms']
     assert rows['fused kernel bf16 (numba)']['recall@10'] == 1.0
-    from lazyllm_colpali.retrieve import kernel_units
+    from lazyllm_colpali.retrieve import kernel_simd, kernel_units
+    if kernel_simd.INT8 in kernel_simd.variants():
+        assert rows['SIMD kernel fp16, fp32 FMA']['recall@10'] == 1.0
+        assert rows['SIMD kernel int8 + exact fp16 rerank (retriever int8)']['recall@10'] == 1.0
+        assert rows['SIMD kernel int8 + scale (VNNI)']['x_memory_bound'] > 0
     if kernel_units.has_units('int8'):
         assert rows['matrix units int8 + exact fp16 rerank (retriever int8)']['recall@10'] == 1.0
         assert rows['matrix units int8 + scale (VNNI/AMX)']['x_memory_bound'] > 0

@@ -18,6 +18,7 @@ def _pages(n, lengths, dim=128, seed=0):
 
 
 def test_reference_matches_colpali_engine_score_multi_vector():
+    import lazyllm_colpali.models  # noqa: F401  (its torchvision shim first: the file must pass alone)
     from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
 
     torch.manual_seed(1)
@@ -30,6 +31,7 @@ def test_reference_matches_colpali_engine_score_multi_vector():
 def test_colpali_engine_padding_differs_only_when_every_similarity_is_negative():
     # score_multi_vector maxes over zero pad rows too, so a page whose best match is negative scores 0
     # there; the reference (and our fast path) keep the true negative value.
+    import lazyllm_colpali.models  # noqa: F401  (its torchvision shim first: the file must pass alone)
     from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
 
     query = [torch.tensor([[1.0, 0.0]])]
@@ -40,6 +42,7 @@ def test_colpali_engine_padding_differs_only_when_every_similarity_is_negative()
 
 
 def test_reference_matches_score_multi_vector_equal_lengths_exactly():
+    import lazyllm_colpali.models  # noqa: F401  (its torchvision shim first: the file must pass alone)
     from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
 
     torch.manual_seed(2)
@@ -99,14 +102,15 @@ needs_kernel = pytest.mark.skipif(not kernel.available(), reason='numba is not i
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
 @pytest.mark.parametrize('lengths,dim', [([64], 128), ([64, 33, 5, 100, 1, 2, 3], 128), ([7, 1, 13], 67),
                                          ([4], 1)])
-def test_fused_kernel_matches_reference(dtype, lengths, dim):
+def test_fused_kernel_matches_reference(dtype, lengths, dim, monkeypatch):
     pages = [p.to(dtype) for p in _pages(23, lengths, dim=dim)]
     queries = [_unit(7, dim), _unit(1, dim), torch.randn(12, dim)]
     packed = PackedMultiVectors.from_list([str(i) for i in range(len(pages))], pages)
     got = kernel.maxsim_fused(queries, packed.tokens, packed.offsets)
     assert got.shape == (3, 23) and got.dtype == torch.float32
     assert torch.allclose(got, maxsim_reference(queries, pages), atol=1e-4, rtol=1e-5)
-    assert torch.equal(maxsim_packed(queries, packed), got)   # the CPU fast path is this kernel
+    monkeypatch.setenv('LAZYLLM_COLPALI_KERNEL', 'numba')   # the SIMD kernel (tested in test_maxsim_simd.py) off
+    assert torch.equal(maxsim_packed(queries, packed), got)   # the CPU fast path without it is this kernel
 
 
 @needs_kernel
@@ -125,7 +129,8 @@ def test_fused_kernel_reads_int8_codes_with_their_scales():
 
 
 @needs_kernel
-def test_fused_kernel_scores_chosen_pages_in_the_given_order():
+def test_fused_kernel_scores_chosen_pages_in_the_given_order(monkeypatch):
+    monkeypatch.setenv('LAZYLLM_COLPALI_KERNEL', 'numba')   # this kernel, not the SIMD one that auto picks first
     pages = _pages(12, [10, 3], dim=16)
     packed = PackedMultiVectors.from_list([str(i) for i in range(12)], pages)
     query = [_unit(5, 16)]

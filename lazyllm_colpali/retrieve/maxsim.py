@@ -4,8 +4,10 @@
 
 - :func:`maxsim_reference` is the obviously-correct definition (one page at a time, float32). Every fast
   path is tested against it, and it matches colpali-engine's ``processor.score_multi_vector``.
-- :func:`maxsim_packed` is the fast path. On CPU, bf16 tokens and int8 codes go to the matrix units where
-  the CPU has them (:mod:`.kernel_units`: torch/oneDNN bf16 and int8 GEMMs on cache-sized tiles, per-page
+- :func:`maxsim_packed` is the fast path. On CPU, int8 codes and bf16 tokens first go to the hand-written
+  SIMD kernel of :mod:`.kernel_simd` (one pass, VNNI / AVX-512 BF16 dot products; compiled on first use
+  where a C compiler is present); without it, bf16 tokens and int8 codes go to the matrix units where the
+  CPU has them (:mod:`.kernel_units`: torch/oneDNN bf16 and int8 GEMMs on cache-sized tiles, per-page
   max fused into the tile loop; AVX-512 BF16 / VNNI / AMX, see :mod:`.cpu_features`); everything else (and
   every CPU without the units) runs the fused kernel of :mod:`.kernel` (numba), which reads fp16 / bf16 /
   fp32 / int8 tokens as stored and never builds a similarity matrix. On CUDA, tokens already
@@ -23,7 +25,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from ..store.vector_file import PackedMultiVectors
-from . import kernel, kernel_units
+from . import kernel, kernel_simd, kernel_units
 
 
 def maxsim_reference(queries: Sequence[torch.Tensor], pages: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -70,6 +72,8 @@ def maxsim_packed(queries: Sequence[torch.Tensor], packed: PackedMultiVectors, *
     >>> maxsim_packed([q], packed)
     tensor([[1.5000, 2.0000]])
     """
+    if device == 'cpu' and kernel_simd.available(packed.tokens):    # one SIMD pass over the stored tokens
+        return kernel_simd.maxsim_simd(queries, packed.tokens, packed.offsets, pages=pages)
     if device == 'cpu' and kernel_units.available(packed.tokens):   # bf16 / int8 on the CPU's matrix units
         return kernel_units.maxsim_tiles(queries, packed.tokens, packed.offsets, pages=pages)
     if device == 'cpu' and kernel.available() and _fused_reads(packed.tokens):

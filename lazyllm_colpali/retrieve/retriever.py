@@ -13,7 +13,7 @@ from ..errors import EmptyQueryError
 from ..logging import LOG
 from ..store.base import Filters, MultiVectorStore
 from ..store.vector_file import PackedMultiVectors
-from . import kernel, kernel_units
+from . import kernel, kernel_simd, kernel_units
 from .candidates import CentroidIndex
 from .compression import compress
 from .maxsim import maxsim_packed, topk
@@ -57,9 +57,10 @@ class MaxSimRetriever:
     train), while the centroid path, though ~30x cheaper per query at 100k pages, costs an index build of
     minutes on such a machine and recall@10 ~0.985 (measured in benchmarks/bench_maxsim.py, bench_scale.py).
 
-    Scoring layout on CPU (``scoring_dtype``): ``float16`` scores the store's tokens as stored with the fused
-    kernel (:mod:`.kernel`), no copy, exact; ``int8`` derives per-token int8 codes in memory (half the bytes;
-    int8 dot products on VNNI / AMX CPUs, :mod:`.kernel_units`) and ``bfloat16`` a bf16 copy (bf16 GEMMs on
+    Scoring layout on CPU (``scoring_dtype``): ``float16`` scores the store's tokens as stored with the SIMD
+    kernel (:mod:`.kernel_simd`) or the numba one (:mod:`.kernel`), no copy, exact; ``int8`` derives per-token
+    int8 codes in memory (half the bytes; int8 dot products on VNNI CPUs through :mod:`.kernel_simd`, or
+    oneDNN's on VNNI / AMX, :mod:`.kernel_units`) and ``bfloat16`` a bf16 copy (bf16 dot products on
     AVX-512 BF16 / AMX CPUs); both then re-score their best ``RERANK_FACTOR`` x the wanted pages exactly from
     the stored tokens, so returned scores are exact and the order among them too (recall@10 against
     exhaustive exact: docs/maxsim-cpu.md); ``float32`` keeps a float32 copy while it fits in ``cache_bytes``.
@@ -100,9 +101,10 @@ class MaxSimRetriever:
             except torch.OutOfMemoryError:
                 return packed
         fused = kernel.available()
-        if fused and self.scoring_dtype == 'float16':
+        if self.scoring_dtype == 'float16' and (fused or kernel_simd.handles('float16')):
             return packed                                  # the kernel reads the stored tokens directly
-        if self.scoring_dtype in ('int8', 'bfloat16') and (fused or kernel_units.has_units(self.scoring_dtype)):
+        if self.scoring_dtype in ('int8', 'bfloat16') and (fused or kernel_units.has_units(self.scoring_dtype)
+                                                          or kernel_simd.handles(self.scoring_dtype)):
             return compress(packed, self.scoring_dtype)
         fits = packed.tokens.numel() * 4 <= self.cache_bytes
         return compress(packed, 'float32') if fits else packed
