@@ -9,7 +9,8 @@ import logging
 import os
 from typing import Any
 
-__all__ = ['LOG', 'drop_alloc_timestamp_noise', 'quiet_environment', 'quiet_loggers', 'quiet_progress_bars']
+__all__ = ['LOG', 'drop_alloc_timestamp_noise', 'drop_empty_ocr_noise', 'quiet_environment', 'quiet_loggers',
+           'quiet_progress_bars']
 
 # Third-party loggers whose INFO lines (server ports, faiss loading, OCR model paths) bury a command's result.
 NOISY_LOGGERS = ('milvus_lite', 'faiss', 'faiss.loader', 'pymilvus', 'bm25s', 'jieba', 'RapidOCR', 'matplotlib',
@@ -49,6 +50,27 @@ def drop_alloc_timestamp_noise() -> None:
         logger.addFilter(_FILTER)
 
 
+class _EmptyOcrFilter(logging.Filter):
+    """Drops RapidOCR's "The text detection result is empty" warning (it logs one for every image without
+    text): to this package a page or region with no text is an answer, not a problem. Shown with -v."""
+
+    verbose = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.verbose or 'text detection result is empty' not in record.getMessage()
+
+
+_EMPTY_OCR = _EmptyOcrFilter()
+
+
+def drop_empty_ocr_noise() -> None:
+    """Install the filter on RapidOCR's logger (idempotent). Its own handler prints, not the root's, so the
+    filter sits on the logger itself."""
+    logger = logging.getLogger('RapidOCR')
+    if _EMPTY_OCR not in logger.filters:
+        logger.addFilter(_EMPTY_OCR)
+
+
 def quiet_environment(verbose: bool = False) -> None:
     """Before LazyLLM / transformers are imported: their INFO logs, the weights-loading bars and one-off
     warnings off unless ``verbose``. Process-wide, so for programs (the CLI), not for library code."""
@@ -78,6 +100,7 @@ def quiet_loggers(verbose: bool = False) -> None:
     import warnings
 
     drop_alloc_timestamp_noise()
+    _EmptyOcrFilter.verbose = verbose
     if verbose:
         return
     for name in NOISY_LOGGERS:   # the level covers child loggers, the filter a library resetting its level

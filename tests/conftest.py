@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / 'shared' / 'corpus' / 'real'
 
 
 from tests.helpers.pdfs import make_bad_files, make_text_pdf
@@ -63,9 +62,12 @@ def db_path(tmp_path):
 
 @pytest.fixture(scope='session')
 def corpus_dir():
-    if not CORPUS.is_dir():
-        pytest.skip(f'real corpus not found at {CORPUS}')
-    return CORPUS
+    from lazyllm_colpali.devtools.corpus import real_corpus
+
+    corpus = real_corpus()
+    if corpus is None:
+        pytest.skip('real corpus not found (../shared/corpus/real or LAZYLLM_COLPALI_REAL_CORPUS)')
+    return corpus
 
 
 @pytest.fixture(scope='session')

@@ -15,7 +15,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..errors import ColPaliError
 
@@ -53,6 +53,39 @@ class EvalDataset:
                           if not (self.corpus_dir / key.split('#')[0]).exists()})
         if unknown:
             raise DatasetError(f'{self.name}: qrels name files missing from {self.corpus_dir}: {unknown[:5]}')
+        unreachable = self.unreachable_pages()
+        if unreachable:
+            shown = '; '.join(f'query {qid}: {key} ({why})' for qid, key, why in unreachable[:20])
+            self.note(f'{self.name}: {len(unreachable)} gold pages no arm can return (page 0 or past the last page '
+                      f'of their file; they count as misses): {shown}' + (' ...' if len(unreachable) > 20 else ''))
+
+    def unreachable_pages(self) -> List[Tuple[str, str, str]]:
+        """(query id, page key, why) for each gold page numbered 0, or past the last page of its file."""
+        from ..errors import DocumentError
+        from ..ingest.render import count_pages
+
+        sizes: Dict[str, int] = {}
+        out = []
+        for qid in sorted(self.qrels):
+            for key in self.qrels[qid]:
+                name, _, number = key.rpartition('#')
+                if name not in sizes:
+                    try:
+                        sizes[name] = count_pages(self.corpus_dir / name)
+                    except DocumentError as e:
+                        raise DatasetError(f'{self.name}: qrels name {name}, which cannot be read: {e}') from e
+                if not number.lstrip('-').isdigit():
+                    raise DatasetError(f'{self.name}: query {qid}: page {key!r} has no page number after "#"')
+                if not 1 <= int(number) <= sizes[name]:
+                    out.append((qid, key, f'the file has {sizes[name]} page' + 's' * (sizes[name] != 1)))
+        return out
+
+    def note(self, message: str) -> None:
+        """Record a problem the run goes on with, and say it now, before any long work."""
+        if message not in self.notes:
+            self.notes.append(message)
+            from ..logging import LOG
+            LOG.warning(message)
 
 
 def _read_records(path: Path) -> List[dict]:
@@ -92,7 +125,14 @@ def load_queries(path: Path) -> Dict[str, str]:
 
 
 def load_qrels(path: Path, aliases: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, int]]:
+    return read_qrels(path, aliases)[0]
+
+
+def read_qrels(path: Path, aliases: Optional[Dict[str, str]] = None) -> Tuple[Dict[str, Dict[str, int]], int]:
+    """The qrels of ``path``, and how many of its lines repeat a (query, page) pair already read (the last
+    grade is kept)."""
     qrels: Dict[str, Dict[str, int]] = {}
+    seen, duplicates = set(), 0
     for record in _read_records(path):
         qid = str(_field(record, 'query_id', 'query-id', 'qid', where=path))
         page = str(_field(record, 'page', 'corpus_id', 'corpus-id', 'doc_id', where=path))
@@ -100,9 +140,22 @@ def load_qrels(path: Path, aliases: Optional[Dict[str, str]] = None) -> Dict[str
         if '#' not in page:
             page = f'{page}#1'
         score = int(float(record.get('score', record.get('relevance', 1))))
+        duplicates += (qid, page) in seen
+        seen.add((qid, page))
         if score > 0:
             qrels.setdefault(qid, {})[page] = score
-    return qrels
+    return qrels, duplicates
+
+
+def _with_qrels(name: str, corpus_dir: Path, queries: Dict[str, str], qrels_file: Path,
+                aliases: Optional[Dict[str, str]] = None) -> EvalDataset:
+    qrels, duplicates = read_qrels(qrels_file, aliases)
+    dataset = EvalDataset(name, corpus_dir, queries, qrels)
+    if duplicates:
+        dataset.note(f'{qrels_file}: {duplicates} duplicate qrel line' + 's' * (duplicates != 1)
+                     + ' (same query and page; the last grade is kept)')
+    dataset.validate()
+    return dataset
 
 
 def _materialize_corpus(root: Path, corpus_file: Path) -> Dict[str, str]:
@@ -143,9 +196,7 @@ def load_dataset(path: str | Path, name: Optional[str] = None) -> EvalDataset:
             raise DatasetError(f'{root}: no corpus/ folder and no corpus.jsonl|parquet')
         aliases = _materialize_corpus(root, corpus_file)
         corpus_dir = root / '.materialized'
-    dataset = EvalDataset(name or root.name, corpus_dir, load_queries(queries_file), load_qrels(qrels_file, aliases))
-    dataset.validate()
-    return dataset
+    return _with_qrels(name or root.name, corpus_dir, load_queries(queries_file), qrels_file, aliases)
 
 
 def from_parts(corpus: str | Path, queries: str | Path, qrels: str | Path, name: Optional[str] = None) -> EvalDataset:
@@ -153,9 +204,7 @@ def from_parts(corpus: str | Path, queries: str | Path, qrels: str | Path, name:
     corpus_dir = Path(corpus).expanduser()
     if not corpus_dir.is_dir():
         raise DatasetError(f'{corpus_dir}: the corpus must be a folder of PDFs or images')
-    dataset = EvalDataset(name or corpus_dir.name, corpus_dir, load_queries(Path(queries)), load_qrels(Path(qrels)))
-    dataset.validate()
-    return dataset
+    return _with_qrels(name or corpus_dir.name, corpus_dir, load_queries(Path(queries)), Path(qrels))
 
 
 def write_jsonl(path: Path, records: Iterable[dict]) -> None:
