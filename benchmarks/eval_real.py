@@ -10,7 +10,7 @@ junk), ``layout`` (rapid-layout regions -> Markdown),
 ``ocr`` (OCR on every page; --ocr) and ``mineru`` (MinerU's model-free tier; skipped when not installed, see
 scripts/setup-mineru.sh). No ColPali row: this machine has no real ColPali weights (the tiny test model ranks
 at random). Each query is tagged with what answers it (table, scan, text, figure, slide) and the JSON gives
-nDCG@5 per tag and arm, which is what the README's "which arm wins where" paragraph reads from.
+nDCG@5 per tag and arm, which is what docs/evaluation.md's "which arm wins where" paragraph reads from.
 
 What an answer step reads, per arm, on the ``kinds`` pages: table rows intact (a row's cells on one line,
 in order), the slide titles present, and words foreign to the text layer on born-digital pages.

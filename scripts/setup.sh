@@ -8,4 +8,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,docs]"

@@ -173,7 +173,7 @@ class ColPaliEncoder:
 def quantize_language_tower(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantisation (per-channel weights, activations quantised per batch) of every
     ``nn.Linear`` outside the vision tower and the final projection: the language tower is all of a
-    query's compute. On this project's CPUs the int8 GEMMs run ~5x faster than fp32 (see the README)."""
+    query's compute. On this project's CPUs the int8 GEMMs run ~5x faster than fp32 (see docs/performance.md)."""
     from torch.ao.quantization import quantize_dynamic
 
     skip = ('vision', 'visual', 'custom_text_proj', 'connector', 'multi_modal_projector')

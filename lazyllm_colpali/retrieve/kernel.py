@@ -4,7 +4,7 @@ Each page is read once, four tokens at a time: the tokens are widened to float32
 through the F16C conversion, int8 codes through an integer convert), dotted with every query token, and
 the per-query-token running maxima stay in cache. Pages run in parallel (``prange``). Measured on the
 2-core AVX2 dev machine: ~65 GFLOP per CPU-second from fp16 tokens, about 10x the chunked-matmul path
-(see benchmarks/bench_maxsim.py and the README's performance section).
+(see benchmarks/bench_maxsim.py and docs/performance.md).
 
 The kernels are compiled on first use (~2-4 s) and cached on disk (``cache=True``: next to this file when
 that is writable, else numba's user-wide cache, or ``NUMBA_CACHE_DIR``); without numba, or with

@@ -52,7 +52,7 @@ class MaxSimRetriever:
 
     Scoring layout on CPU (``scoring_dtype``): ``float16`` scores the store's tokens as stored with the fused
     kernel (:mod:`.kernel`), no copy; ``int8`` derives per-token int8 codes in memory (half the bytes, top-10
-    kept, see the README); ``float32`` keeps a float32 copy while it fits in ``cache_bytes``. Without numba the
+    kept, see docs/performance.md); ``float32`` keeps a float32 copy while it fits in ``cache_bytes``. Without numba the
     CPU path falls back to chunked matmuls over a float32 copy (the previous default). On CUDA the fp16
     tokens are kept on the GPU and scored by the Triton kernel (:mod:`.kernel_gpu`) when triton is installed.
     """
