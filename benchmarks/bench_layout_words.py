@@ -6,7 +6,8 @@ Pages: every born-digital page (a usable text layer) of the PDFs in the given fo
 documents (``--pages`` in all, at most ``--per-doc`` from one document, seeded). Per page and side:
 
 * foreign words: words of the layout Markdown beyond what the text layer has (doubled letters "affffefected",
-  fragments "CO N SO", a word read twice; ``lazyllm_colpali/text/fidelity.py``);
+  fragments "CO N SO", a word read twice; ``lazyllm_colpali/text/fidelity.py``), and split words: 2-4 pieces
+  that together make one text-layer word ("re sults"); a page with either is garbled;
 * missing words: text-layer words the layout Markdown lacks, not counting words in the top and bottom 12% of
   the page (running headers and footers are dropped on purpose).
 
@@ -174,7 +175,8 @@ def region_ocr_cost(pages: List[Page]) -> dict:
             ocr_pages += 1
             ocr_boxes_n += len(boxes)
             if len(examples) < 12:
-                examples.append({'page': f'{Path(path).name}#{number}', 'boxes': len(boxes), 'seconds': round(t4 - t3, 2),
+                examples.append({'page': f'{Path(path).name}#{number}', 'boxes': len(boxes),
+                                 'seconds': round(t4 - t3, 2),
                                  'ocr_words': sum(len(ln.text.split()) for ln in lines),
                                  'sample': ' '.join(ln.text for ln in lines)[:120]})
     summary = {name: {'mean_s': statistics.fmean(v), 'p95_s': sorted(v)[int(0.95 * (len(v) - 1))]}
@@ -186,20 +188,20 @@ def region_ocr_cost(pages: List[Page]) -> dict:
 
 
 def check(pages: List[Page], texts: Dict[str, str]) -> dict:
-    from lazyllm_colpali.text.fidelity import foreign_words, missing_words, words
+    from lazyllm_colpali.text.fidelity import compare_words, missing_words, words
 
-    per_page, foreign_all, seconds = {}, [], 0.0
+    per_page, seconds = {}, 0.0
     for page in pages:
         layer, margins = layer_and_margins(page)
         layout = texts[f'{page[0]}#{page[1]}']
-        foreign = foreign_words(layout, layer)
+        foreign, split = compare_words(layout, layer)
         missing = missing_words(layout, layer, allowed=margins)
         per_page[f'{Path(page[0]).name}#{page[1]}'] = {
-            'layer_words': len(words(layer)), 'foreign': len(foreign), 'missing': len(missing),
+            'layer_words': len(words(layer)), 'foreign': len(foreign), 'split': len(split),
+            'missing': len(missing), 'split_sample': split[:8],
             'doubled': sum(bool(DOUBLED.search(w)) for w in foreign),
-            'fragments': sum(len(w) <= 2 and w.isalpha() for w in foreign), 'foreign_sample': foreign[:8],
+            'fragments': sum(len(w) <= 2 and w.isalpha() for w in foreign + split), 'foreign_sample': foreign[:8],
             'missing_sample': missing[:8]}
-        foreign_all += foreign
     for key, value in texts.items():
         if key.endswith('#seconds'):
             seconds += value
@@ -207,10 +209,13 @@ def check(pages: List[Page], texts: Dict[str, str]) -> dict:
     total_layer = sum(r['layer_words'] for r in rows)
     return {
         'pages': len(per_page),
+        'pages_garbled': sum(r['foreign'] + r['split'] > 0 for r in rows),
         'pages_with_foreign_words': sum(r['foreign'] > 0 for r in rows),
         'pages_with_doubled_letter_words': sum(r['doubled'] > 0 for r in rows),
         'pages_with_fragments': sum(r['fragments'] > 0 for r in rows),
         'foreign_words': sum(r['foreign'] for r in rows),
+        'pages_with_split_words': sum(r['split'] > 0 for r in rows),
+        'split_words': sum(r['split'] for r in rows),
         'foreign_word_rate': sum(r['foreign'] for r in rows) / max(1, total_layer),
         'pages_missing_over_2pct': sum(r['missing'] > 0.02 * r['layer_words'] for r in rows),
         'missing_word_rate': sum(r['missing'] for r in rows) / max(1, total_layer),
@@ -244,9 +249,9 @@ def main(argv=None) -> dict:
             print(f'{name}: {time.perf_counter() - start:.0f} s')
     if not args.no_region_ocr_cost:
         result['region_ocr'] = region_ocr_cost(pages)
-    columns = ['pages', 'pages_with_foreign_words', 'pages_with_doubled_letter_words', 'pages_with_fragments',
-               'foreign_words', 'foreign_word_rate', 'pages_missing_over_2pct', 'missing_word_rate',
-               'seconds_per_page']
+    columns = ['pages', 'pages_garbled', 'pages_with_foreign_words', 'pages_with_doubled_letter_words', 'pages_with_fragments',
+               'foreign_words', 'foreign_word_rate', 'pages_with_split_words', 'split_words',
+               'pages_missing_over_2pct', 'missing_word_rate', 'seconds_per_page']
     print('| side | ' + ' | '.join(columns) + ' |')
     print('|---|' + '---|' * len(columns))
     for name, side in result['sides'].items():

@@ -146,10 +146,11 @@ def readability(corpus: Path, workdir: Path, arms: List[str], truth: dict) -> di
         if not (workdir / arm).is_dir():
             continue
         texts = page_texts(workdir, arm)
+        titles = truth[SLIDES]['titles']
         out[arm] = {
             'table rows intact': f'{sum(_row_intact(r, texts.get((f, n), "")) for f, n, r in rows)}/{len(rows)}',
-            'slide titles read': f'{sum(t in texts.get((SLIDES, n), "") for n, t in enumerate(truth[SLIDES]["titles"], 1))}'
-                                 f'/{len(truth[SLIDES]["titles"])}',
+            'slide titles read': f'{sum(t in texts.get((SLIDES, n), "") for n, t in enumerate(titles, 1))}'
+                                 f'/{len(titles)}',
             'foreign words (10-K page)': len(foreign_words(texts.get((STATEMENT, 1), ''), statement_layer)),
         }
     return out

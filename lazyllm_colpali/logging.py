@@ -9,7 +9,7 @@ import logging
 import os
 from typing import Any
 
-__all__ = ['LOG', 'drop_alloc_timestamp_noise', 'drop_empty_ocr_noise', 'quiet_environment', 'quiet_loggers',
+__all__ = ['LOG', 'drop_alloc_timestamp_noise', 'drop_ocr_noise', 'quiet_environment', 'quiet_loggers',
            'quiet_progress_bars']
 
 # Third-party loggers whose INFO lines (server ports, faiss loading, OCR model paths) bury a command's result.
@@ -50,25 +50,28 @@ def drop_alloc_timestamp_noise() -> None:
         logger.addFilter(_FILTER)
 
 
-class _EmptyOcrFilter(logging.Filter):
-    """Drops RapidOCR's "The text detection result is empty" warning (it logs one for every image without
-    text): to this package a page or region with no text is an answer, not a problem. Shown with -v."""
+class _OcrNoiseFilter(logging.Filter):
+    """RapidOCR's INFO lines (model paths, each time an engine loads) and its "The text detection result is
+    empty" warning (one for every image without text: to this package an answer, not a problem). RapidOCR
+    resets its logger's level whenever it builds an engine, so this is a filter on the logger itself (its
+    own handler prints, not the root's). Shown again with -v (``quiet_loggers(verbose=True)``)."""
 
     verbose = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self.verbose or 'text detection result is empty' not in record.getMessage()
+        if self.verbose:
+            return True
+        return record.levelno >= logging.WARNING and 'text detection result is empty' not in record.getMessage()
 
 
-_EMPTY_OCR = _EmptyOcrFilter()
+_OCR_NOISE = _OcrNoiseFilter()
 
 
-def drop_empty_ocr_noise() -> None:
-    """Install the filter on RapidOCR's logger (idempotent). Its own handler prints, not the root's, so the
-    filter sits on the logger itself."""
+def drop_ocr_noise() -> None:
+    """Install the filter on RapidOCR's logger (idempotent); library code calls it when it loads the engine."""
     logger = logging.getLogger('RapidOCR')
-    if _EMPTY_OCR not in logger.filters:
-        logger.addFilter(_EMPTY_OCR)
+    if _OCR_NOISE not in logger.filters:
+        logger.addFilter(_OCR_NOISE)
 
 
 def quiet_environment(verbose: bool = False) -> None:
@@ -100,7 +103,7 @@ def quiet_loggers(verbose: bool = False) -> None:
     import warnings
 
     drop_alloc_timestamp_noise()
-    _EmptyOcrFilter.verbose = verbose
+    _OcrNoiseFilter.verbose = verbose
     if verbose:
         return
     for name in NOISY_LOGGERS:   # the level covers child loggers, the filter a library resetting its level

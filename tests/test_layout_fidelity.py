@@ -14,7 +14,7 @@ import pytest
 
 from lazyllm_colpali.devtools import layout_pages
 from lazyllm_colpali.text import LayoutExtractor, TextLayerExtractor, get_extractor
-from lazyllm_colpali.text.fidelity import foreign_words, missing_words
+from lazyllm_colpali.text.fidelity import compare_words, foreign_words, missing_words
 from lazyllm_colpali.text.geometry import Line
 from lazyllm_colpali.text.layout import Region, merge_runs, page_markdown, table_rows
 from lazyllm_colpali.text.pdf_layer import text_layer_words
@@ -73,7 +73,9 @@ def test_real_born_digital_pages_have_no_foreign_words(corpus_dir, layout):
         texts = dict(layout.pages(corpus_dir / name, numbers))
         for number in numbers:
             layer, margins = layer_and_margins(corpus_dir / name, number)
-            assert foreign_words(texts[number], layer) == [], (name, number)
+            foreign, split = compare_words(texts[number], layer)
+            # Split: two stacked chart labels PDFium ran together ("-20%0%") read apart by position.
+            assert foreign == [] and len(split) <= 2, (name, number, split)
             missing = missing_words(texts[number], layer, allowed=margins)
             assert len(missing) <= 0.01 * len(layer.split()), (name, number, missing[:20])
     page1 = dict(layout.pages(corpus_dir / RAG, {1}))[1]
@@ -83,12 +85,12 @@ def test_real_born_digital_pages_have_no_foreign_words(corpus_dir, layout):
 
 
 def test_a_financial_statement_placed_glyph_by_glyph_reads_clean(kinds, layout):
-    root, truth = kinds
+    root, truth = kinds[0], kinds[1]['statement']
     pdf = root / 'statement.pdf'
     md = dict(layout.pages(pdf))[1]
     layer, margins = layer_and_margins(pdf, 1)
-    assert foreign_words(md, layer) == []
-    assert sorted(missing_words(md, layer)) == sorted(margins)          # only the running header and footer
+    assert compare_words(md, layer) == ([], [])
+    assert missing_words(md, layer, allowed=margins) == []             # only the running header and footer
     assert not re.search(r'afaf|ffff|rere|apap|C O N S', md)              # the garbling the issue saw
     assert md.startswith('## CONSOLIDATED STATEMENTS OF OPERATIONS')     # the title, not a dropped "header"
     assert 'affected by approximately $412 million of restructuring charges' in md
@@ -100,7 +102,7 @@ def test_a_financial_statement_placed_glyph_by_glyph_reads_clean(kinds, layout):
 
 
 def test_slide_titles_survive_on_ocr_pages_and_over_images(kinds, layout):
-    root, truth = kinds
+    root, truth = kinds[0], kinds[1]['slides']
     pdf = root / 'slides.pdf'
     md = dict(layout.pages(pdf))
     text = dict(get_extractor('auto').pages(pdf))
@@ -112,7 +114,7 @@ def test_slide_titles_survive_on_ocr_pages_and_over_images(kinds, layout):
 
 
 def test_a_scanned_table_under_a_typed_heading_is_ocred_per_region(kinds, layout):
-    root, truth = kinds
+    root, truth = kinds[0], kinds[1]['scanned_table']
     pdf = root / 'scanned_table.pdf'
     layer = dict(TextLayerExtractor().pages(pdf))[1]
     assert layer == truth['header']                                      # 31 characters: "usable" as a page

@@ -49,7 +49,8 @@ STATEMENT_ROWS: List[Tuple[str, str, str, str]] = [
 SLIDES: List[Tuple[str, List[str]]] = [
     ('TOP VIETNAMESE ANDROID APPS ON APPOTA PLATFORM',
      ['Zing MP3 leads music streaming with 14 million users', 'Mobile games earn 62% of platform revenue']),
-    ('ECOSYSTEM PLAYERS', ['Payment gateways, carriers and app stores', 'Advertising networks reach 25 million devices']),
+    ('ECOSYSTEM PLAYERS',
+     ['Payment gateways, carriers and app stores', 'Advertising networks reach 25 million devices']),
     ('QUARTERLY ACTIVE DEVICES', ['Devices grew 38% year over year', 'Android holds 71% of the smartphone market']),
 ]
 BORN_DIGITAL_SLIDE = ('MARKET SHARE BY OPERATING SYSTEM', 'Android and iOS together hold 94 percent of devices')
@@ -149,10 +150,11 @@ def _slide_image(title: str, bullets: List[str], seed: int):
     size = (1600, 900)
     image = _background(size, seed)
     draw = ImageDraw.Draw(image)
-    band = Image.new('RGB', (size[0], 130), (15, 30, 60))
-    image.paste(Image.blend(image.crop((0, 20, size[0], 150)), band, 0.55), (0, 20))
-    title_font = ImageFont.truetype(font_path(SANS_BOLD), 52)
-    draw.text((70, 50), title, font=title_font, fill=(255, 255, 255))
+    band = Image.new('RGB', (size[0], 100), (15, 30, 60))
+    image.paste(Image.blend(image.crop((0, 5, size[0], 105)), band, 0.55), (0, 5))
+    # A title at the very top in type little larger than the bullets: the layout model calls it a header.
+    title_font = ImageFont.truetype(font_path(SANS_BOLD), 44)
+    draw.text((70, 30), title, font=title_font, fill=(255, 255, 255))
     body = ImageFont.truetype(font_path(SANS), 40)
     for i, bullet in enumerate(bullets):
         y = 420 + 90 * i

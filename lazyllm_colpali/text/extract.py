@@ -116,17 +116,14 @@ class OcrExtractor(TextExtractor):
         with self._engine_lock:
             if key not in self._engines:
                 try:
-                    import logging
-
                     from rapidocr import RapidOCR
-
-                    from ..logging import drop_empty_ocr_noise
-                    logging.getLogger('RapidOCR').setLevel(logging.WARNING)
-                    drop_empty_ocr_noise()
                 except ImportError as e:
                     raise ExtractorUnavailableError(
                         'OCR needs rapidocr and onnxruntime: pip install "rapidocr>=3.10,<4" onnxruntime '
                         '(the rapidocr wheel ships its models, no download)') from e
+                from ..logging import drop_ocr_noise
+
+                drop_ocr_noise()   # its INFO lines and "detection result is empty" warnings: only with -v
                 self._engines[key] = RapidOCR(params=self.params or None)
             return self._engines[key]
 

@@ -100,11 +100,11 @@ def assign_lines(regions: List[Region], lines: Sequence[Line], words: bool = Fal
         last = extra[-1] if extra else None
         if (last is not None and line.box[1] - last.box[3] < 0.8 * height
                 and min(last.box[2], line.box[2]) > max(last.box[0], line.box[0])
-                and (last.label == 'title') == _large(height, typical)):
+                and (last.label == 'title') == _heading_like([line], typical)):
             last.lines.append(line)
             last.box = (min(last.box[0], line.box[0]), last.box[1], max(last.box[2], line.box[2]), line.box[3])
         else:
-            extra.append(Region('title' if _large(height, typical) else 'text', line.box, 0.0, [line]))
+            extra.append(Region('title' if _heading_like([line], typical) else 'text', line.box, 0.0, [line]))
     return [r for r in regions if r.lines or r.label in ('figure', 'table')] + extra
 
 
@@ -113,21 +113,36 @@ def typical_height(lines: Sequence[Line]) -> float:
     return statistics.median(ln.box[3] - ln.box[1] for ln in lines) if lines else 0.0
 
 
-def _large(height: float, typical: float, ratio: float = 1.25) -> bool:
+def _large(height: float, typical: float, ratio: float) -> bool:
     return typical > 0 and height >= ratio * typical
 
 
+def _heading_like(lines: Sequence[Line], typical: float, ratio: float = 1.3) -> bool:
+    """Lines in larger type than the body that read as words (a tall formula, a lone symbol or text running
+    up the margin does not)."""
+    text = ''.join(ln.text for ln in lines)
+    letters = sum(ch.isalpha() for ch in text)
+    if not lines or letters < 3 or letters < 0.5 * len(text) or any(
+            ln.box[3] - ln.box[1] > ln.box[2] - ln.box[0] for ln in lines):
+        return False
+    return _large(statistics.median(ln.box[3] - ln.box[1] for ln in lines), typical, ratio)
+
+
+SPARSE_LINES = 12   # a page with fewer lines of body text than this is a slide or a cover, not a document page
+
+
 def promote_headings(regions: List[Region], typical: float) -> None:
-    """Blocks the model did not call titles but that read as one: a 'header' in larger type than the body
-    (a slide title, a statement heading at the top of a page; running headers are set at body size or
-    smaller), and a one- or two-line text block in much larger type (a slide title the model saw as text)."""
+    """Blocks the model did not call titles but that read as one: a 'header' on a sparse page (a slide's
+    title: the model calls any short line at the top a header) or in larger type than the body (a statement
+    heading at the top of a page; running headers are set at body size or smaller), and a one- or two-line
+    text block in much larger type (a slide title the model saw as text)."""
+    body = sum(len(r.lines) for r in regions if r.label not in MARGIN_LABELS)
     for region in regions:
         if not region.lines or region.label not in ('header', 'text'):
             continue
-        height = statistics.median(ln.box[3] - ln.box[1] for ln in region.lines)
-        if region.label == 'header' and _large(height, typical, 1.15):
+        if region.label == 'header' and (body < SPARSE_LINES or _heading_like(region.lines, typical, 1.15)):
             region.label = 'title'
-        elif region.label == 'text' and len(_rows(region.lines)) <= 2 and _large(height, typical):
+        elif region.label == 'text' and len(_rows(region.lines)) <= 2 and _heading_like(region.lines, typical, 1.4):
             region.label = 'title'
 
 

@@ -93,8 +93,9 @@ def text_layer_words(page, textpage, width: int, height: int) -> List[Line]:
             glued = False
         elif chars and not rotated and _jumps(box, last, char_box):
             # A word cut by a jump without whitespace goes on (a hyphenated line end is rejoined later).
-            glued = not line_break or chars[-1] in SOFT_HYPHENS
+            next_glued = not line_break or chars[-1] in SOFT_HYPHENS
             flush()
+            glued = next_glued
         line_break = False
         box = union(box, char_box) if chars else char_box
         chars.append(char)

@@ -15,14 +15,17 @@ from typing import List, Sequence
 from .geometry import Box, Line, area, centre, contains_point, intersection
 
 # Part of the page a region or image must cover to be OCRed: below it (icons, logos, bullets) OCR finds
-# little and costs a detector pass each (benchmarks/bench_layout_words.py measures the cost per page).
+# little and costs a detector pass each; and at most this many per page, the largest (a page of thumbnails
+# stays a bounded cost). benchmarks/bench_layout_words.py measures what they cost on real pages.
 MIN_FRACTION = 0.03
+MAX_BOXES = 8
 
 
 def bare_boxes(boxes: Sequence[Box], words: Sequence[Line], page_area: float,
-               min_fraction: float = MIN_FRACTION) -> List[Box]:
+               min_fraction: float = MIN_FRACTION, limit: int = MAX_BOXES) -> List[Box]:
     """The boxes covering at least ``min_fraction`` of the page with no text-layer word centred in them,
-    largest first, leaving out a box mostly inside one already chosen (each pixel is OCRed once)."""
+    largest first (at most ``limit``), leaving out a box mostly inside one already chosen (each pixel is
+    OCRed once)."""
     centres = [centre(w.box) for w in words]
     chosen: List[Box] = []
     for box in sorted(boxes, key=area, reverse=True):
@@ -31,6 +34,8 @@ def bare_boxes(boxes: Sequence[Box], words: Sequence[Line], page_area: float,
         if any(intersection(box, kept) >= 0.5 * area(box) for kept in chosen):
             continue
         chosen.append(box)
+        if len(chosen) == limit:
+            break
     return chosen
 
 
