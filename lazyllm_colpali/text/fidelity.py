@@ -7,7 +7,7 @@ make a text-layer word (*split*: "re sults", or two stacked chart labels PDFium 
 a word of the text layer the layout text lacks is *missing*
 (running headers and footers are dropped on purpose: the caller passes them as ``allowed``). Markdown
 markup is not a word; CJK characters count one by one (lines of Chinese are joined without spaces); a word
-hyphenated across a line end may appear joined.
+the text layer hyphenates across a line end may appear joined or in halves.
 
     >>> foreign_words('## Net income\\n\\n| Revenues | $ 14,826 |', 'Net income\\r\\nRevenues $ 14,826')
     []
@@ -32,12 +32,13 @@ _MARKUP = re.compile(r'^(?:#{1,6}|\|(?:-*\|)*|-+|\*\*(?:Table|Figure):?\*\*)$')
 _SOFT = re.compile('[\x02\u00ad]')
 
 
-def words(text: str) -> List[str]:
-    """Words of ``text`` as the checks count them: whitespace-separated, CJK characters one by one, Markdown
-    emphasis and table bars stripped, soft hyphens removed, '|' inside a cell read as '/'."""
+def words(text: str, markdown: bool = True) -> List[str]:
+    """Words of ``text`` as the checks count them: whitespace-separated, CJK characters one by one, soft
+    hyphens removed, '|' read as '/' (a table cell writes it so); with ``markdown``, markup (headings, table
+    bars, emphasis) is not a word."""
     out = []
     for token in _TOKEN.findall(_SOFT.sub('', text)):
-        if _MARKUP.match(token):
+        if markdown and _MARKUP.match(token):
             continue
         token = token.strip('*').replace('|', '/')
         if token:
@@ -46,13 +47,11 @@ def words(text: str) -> List[str]:
 
 
 def layer_words(layer: str) -> Counter:
-    """The text layer's words, plus both forms of each word hyphenated across a line end: joined, and (for a
-    soft hyphen) its two halves."""
-    counts = Counter(words(layer))
+    """The text layer's words, plus both forms of each word it hyphenates across a line end (PDFium's
+    ``\x02``): joined, and its two halves."""
+    counts = Counter(words(layer, markdown=False))
     for head, tail in re.findall(r'(\S+)[\x02\u00ad]\s*(\S+)', layer):
-        counts.update(words(head + tail) + words(head) + words(tail))
-    for head, tail in re.findall(r'(\S+-)\r?\n(\S+)', layer):
-        counts.update(words(head + tail))
+        counts.update(words(head + tail, False) + words(head, False) + words(tail, False))
     return counts
 
 
@@ -95,7 +94,7 @@ def missing_words(layout: str, layer: str, allowed: Iterable[str] = ()) -> List[
         for w in words(word):
             have[w] += 1
     out = []
-    for word in words(layer):
+    for word in words(layer, markdown=False):
         if have[word] > 0:
             have[word] -= 1
         else:

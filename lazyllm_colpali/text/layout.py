@@ -216,9 +216,11 @@ def _rows(lines: Sequence[Line]) -> List[List[Line]]:
     return [sorted(row, key=lambda ln: ln.box[0]) for row in rows]
 
 
-def join_text(parts: Sequence[str]) -> str:
+def join_text(parts: Sequence[str], dehyphenate: bool = True) -> str:
     """Join line texts into one paragraph: no space between CJK characters, soft-hyphenated line ends
-    (PDFium's ``\x02``) rejoined; a real hyphen at a line end is kept ("state-of-the-" + "art")."""
+    (PDFium's ``\x02``) rejoined, and with ``dehyphenate`` (OCR lines, which carry no such mark) a word
+    hyphenated at a line end ("manip-" + "ulate"). The text layer marks its hyphenation, so there a hyphen
+    at a line end is a real one and stays ("<-" in code, "state-of-the-" + "art")."""
     out = ''
     for part in (p.strip() for p in parts):
         if not part:
@@ -227,8 +229,8 @@ def join_text(parts: Sequence[str]) -> str:
             out = part
         elif out.endswith(SOFT_HYPHENS):
             out = out[:-1] + part
-        elif out.endswith('-') and part[:1].islower():
-            out += part
+        elif dehyphenate and out.endswith('-') and out[-2:-1].isalpha() and part[:1].islower():
+            out = out[:-1] + part
         elif _CJK.match(out[-1]) or _CJK.match(part[0]):
             out += part
         else:
@@ -273,7 +275,7 @@ def table_rows(rows: Sequence[Sequence[Line]]) -> List[List[str]]:
             spans[-1][1] = max(spans[-1][1], x1)
         else:
             spans.append([x0, x1])
-    text = [[ln.text.strip().replace('|', '/') for ln in row] for row in raw]
+    text = [[join_text([ln.text]).replace('|', '/') for ln in row] for row in raw]
     if len(spans) < 2:
         return text
     grid: List[List[str]] = []
@@ -289,11 +291,15 @@ def table_rows(rows: Sequence[Sequence[Line]]) -> List[List[str]]:
     return grid
 
 
-def region_markdown(region: Region) -> str:
+def region_markdown(region: Region, dehyphenate: bool = True) -> str:
     rows = _rows(region.lines)
-    caption = join_text([ln.text for row in _rows(region.caption.lines) for ln in row]) if region.caption else ''
+
+    def join(lines_by_row) -> str:
+        return join_text([ln.text for row in lines_by_row for ln in row], dehyphenate)
+
+    caption = join(_rows(region.caption.lines)) if region.caption else ''
     if region.label == 'title':
-        return '## ' + join_text([ln.text for row in rows for ln in row])
+        return '## ' + join(rows)
     if region.label == 'table':
         head = f'**Table:** {caption}' if caption else '**Table**'
         cells = table_rows(rows)
@@ -303,12 +309,12 @@ def region_markdown(region: Region) -> str:
         table += ['| ' + ' | '.join(row) + ' |' for row in cells[1:]]
         return head + '\n\n' + '\n'.join(table)
     if region.label == 'figure':
-        inside = join_text([ln.text for row in rows for ln in row])
+        inside = join(rows)
         head = f'**Figure:** {caption}' if caption else '**Figure**'
         return head + (f'\n\n{inside}' if inside else '') if caption or inside else ''
     if region.label in CAPTIONS:
-        return '*' + join_text([ln.text for row in rows for ln in row]) + '*'
-    return join_text([ln.text for row in rows for ln in row])
+        return '*' + join(rows) + '*'
+    return join(rows)
 
 
 def page_markdown(regions: Sequence[Region], lines: Sequence[Line], page_height: float, *, words: bool = False,
@@ -323,7 +329,7 @@ def page_markdown(regions: Sequence[Region], lines: Sequence[Line], page_height:
             if block.label == 'text' and looks_tabular(block):
                 block.label = 'table'
     blocks = [b for b in attach_captions(blocks) if b.label not in MARGIN_LABELS]
-    parts = (region_markdown(b) for b in reading_order(blocks))
+    parts = (region_markdown(b, dehyphenate=not words) for b in reading_order(blocks))
     return '\n\n'.join(p for p in parts if p.strip()).strip()
 
 
