@@ -140,10 +140,14 @@ def test_words_join_into_lines_and_cells():
     assert table_rows(rows) == [['Year', '', '2023'], ['Revenue', '5', '7']]
 
 
-def test_a_large_running_header_is_a_title_and_a_small_one_is_dropped():
+def test_headers_are_titles_on_slides_and_when_large_running_heads_otherwise():
     page = 1000.0
     regions = [Region('header', (100, 20, 800, 60), 0.9), Region('header', (100, 80, 400, 95), 0.9),
-               Region('text', (100, 300, 800, 400), 0.9)]
-    lines = [Line((100, 20, 800, 60), 'QUARTERLY RESULTS'), Line((100, 80, 400, 95), 'Acme Corp. confidential'),
-             Line((100, 300, 800, 315), 'Revenue rose.'), Line((100, 320, 800, 335), 'Costs fell.')]
-    assert page_markdown(regions, lines, page).split('\n\n') == ['## QUARTERLY RESULTS', 'Revenue rose. Costs fell.']
+               Region('text', (100, 300, 800, 700), 0.9)]
+    heads = [Line((100, 20, 800, 60), 'QUARTERLY RESULTS'), Line((100, 80, 400, 95), 'Acme Corp. confidential')]
+    body = [Line((100, 300 + 20 * i, 800, 315 + 20 * i), f'Line {i} of the report.') for i in range(15)]
+    md = page_markdown(regions, heads + body, page).split('\n\n')
+    assert md[0] == '## QUARTERLY RESULTS' and md[1].startswith('Line 0') and len(md) == 2   # small head dropped
+    # A slide: two lines of body, so the short line the model calls a header is the slide's title.
+    md = page_markdown(regions, heads[1:] + body[:2], page).split('\n\n')
+    assert md == ['## Acme Corp. confidential', 'Line 0 of the report. Line 1 of the report.']

@@ -28,7 +28,7 @@ from typing import Iterable, List, Tuple
 
 _CJK = '\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef'   # punctuation, ideographs, full width
 _TOKEN = re.compile(f'[{_CJK}]|[^\\s{_CJK}]+')
-_MARKUP = re.compile(r'^(?:#{1,6}|\|(?:-*\|)*|-+|\*\*(?:Table|Figure):?\*\*)$')
+_MARKUP = re.compile(r'^(?:#{1,6}|\|(?:-*\|)*|\*\*(?:Table|Figure):?\*\*)$')
 _SOFT = re.compile('[\x02\u00ad]')
 
 

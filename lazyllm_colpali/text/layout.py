@@ -56,11 +56,11 @@ def clean_regions(regions: Sequence[Region], page_height: float, margin: float =
         if any(_iou(region.box, k.box) > 0.7 for k in kept):
             continue
         center = (region.box[1] + region.box[3]) / 2
-        if region.label == 'header' and center > margin * page_height:
-            region = Region('text', region.box, region.score)
-        elif region.label == 'footer' and center < (1 - margin) * page_height:
-            region = Region('text', region.box, region.score)
-        kept.append(region)
+        label = region.label
+        if (label == 'header' and center > margin * page_height
+                or label == 'footer' and center < (1 - margin) * page_height):
+            label = 'text'
+        kept.append(Region(label, region.box, region.score))   # a copy: the caller's regions stay as given
     width = page_width or max((r.box[2] for r in kept), default=0.0)
     return [r for r in kept if not (r.label == 'figure' and _area(r.box) >= BACKDROP * width * page_height)]
 
