@@ -6,20 +6,30 @@ exhaustive exact MaxSim (float32, computed in the same run), and bytes per page 
 Every row reports wall and CPU-seconds per query (the machine is shared: CPU-seconds are the fair measure)
 and its CPU ratio against the previous default (chunked matmul over a float32 cache) measured in the same run.
 
-Paths: our fused kernel (fp16 as stored, int8 + scale, fp32), the previous chunked-matmul path (float32
-cache; fp16 streamed; int8 decoded), colpali-engine's ``score_multi_vector``,
-a byaldi-style per-page loop, int8 and binary (sign) codes, binary candidates + exact rerank, the
-centroid index + exact rerank, Milvus Lite pooled-vector candidates + exact rerank (our store and
+Beside each exhaustive path: the same run's time to read that path's bytes from memory once (``read ms``,
+the best of a few full passes over its tensors) and the ratio ``x mem`` = p50 / read time ("x memory bound").
+
+Paths: the matrix-unit paths where the CPU has them (bf16 GEMM tiles over bf16 tokens; int8 GEMM tiles over
+int8 codes + scale, alone and with the retriever's exact rerank of its best candidates from the fp16 tokens;
+both also for a batch of all queries in one call; the bf16 rows run last, on the fp16 tokens rounded to bf16
+in place), our fused numba kernel (fp16 as stored, bf16, int8 + scale, fp32), the previous chunked-matmul
+path (float32 cache; fp16 streamed; int8 decoded; skip with ``--skip previous``, which also takes the exact
+truth from the fused kernel and so never builds a float32 copy: what lets 10k pages fit in ~4 GB),
+colpali-engine's ``score_multi_vector``, a byaldi-style per-page loop, binary (sign) codes + exact rerank,
+the centroid index + exact rerank, Milvus Lite pooled-vector candidates + exact rerank (our store and
 retriever), and hierarchical token pooling (factor 2 and 3, on a subset: it costs ~0.26 s/page).
 
     python benchmarks/bench_maxsim.py --sizes 1000,10000 --out benchmarks/results/maxsim.json
     python benchmarks/bench_maxsim.py --sizes 300 --tokens 64 --queries 4 --pool-pages 20   # smoke
     nice python benchmarks/bench_maxsim.py --sizes 5000,10000 --skip engine,byaldi,binary,milvus,pooling \
         --out benchmarks/results/maxsim_fused.json                                             # kernel rows
+    heavy python benchmarks/bench_maxsim.py --sizes 10000 --queries 8 \
+        --skip previous,engine,byaldi,binary,centroids,milvus,pooling --out benchmarks/results/maxsim_units.json
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -27,7 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -41,8 +51,10 @@ from synthetic import make_pages, make_queries  # noqa: E402
 from lazyllm_colpali import MaxSimRetriever, MilvusMultiVectorStore, PageRecord  # noqa: E402
 from lazyllm_colpali.retrieve.candidates import CentroidIndex  # noqa: E402
 from lazyllm_colpali.retrieve.compression import compress, token_bytes  # noqa: E402
-from lazyllm_colpali.retrieve import kernel  # noqa: E402
+from lazyllm_colpali.retrieve import kernel, kernel_units  # noqa: E402
+from lazyllm_colpali.retrieve.cpu_features import matrix_units  # noqa: E402
 from lazyllm_colpali.retrieve.maxsim import maxsim_matmul, maxsim_packed  # noqa: E402
+from lazyllm_colpali.retrieve.retriever import RERANK_FACTOR  # noqa: E402
 from lazyllm_colpali.store.vector_file import PackedMultiVectors  # noqa: E402
 
 K = 10
@@ -70,6 +82,34 @@ def time_queries(search: Callable[[torch.Tensor], List[int]], queries: List[torc
             'qps': 1000 / statistics.mean(times), 'queries': len(queries), 'cpu_s': cpu_s}
 
 
+def read_seconds(*tensors: torch.Tensor, repeats: int = 3) -> float:
+    """Best time of reading every byte of ``tensors`` once (a max over 8-byte words where the size allows),
+    with torch's threads: the memory-read bound of a path that reads these tensors."""
+    best = float('inf')
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for t in tensors:
+            flat = t.reshape(-1).view(torch.uint8)
+            (flat.view(torch.int64) if flat.numel() % 8 == 0 else flat).max()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def path_tensors(tokens) -> List[torch.Tensor]:
+    return [tokens.codes, tokens.scales] if hasattr(tokens, 'codes') else [tokens]
+
+
+def time_batch(score: Callable[[List[torch.Tensor]], torch.Tensor], queries: List[torch.Tensor]) -> Dict:
+    """All queries in one call (one pass over the tokens for the batch): per-query wall and CPU-seconds."""
+    score(queries[:1])
+    start, cpu_start = time.perf_counter(), time.process_time()
+    scores = score(queries)
+    wall = (time.perf_counter() - start) * 1000 / len(queries)
+    found = [top_indices(row) for row in scores]
+    return {'found': found, 'p50_ms': wall, 'p95_ms': wall, 'qps': 1000 / wall, 'queries': len(queries),
+            'cpu_s': (time.process_time() - cpu_start) / len(queries)}
+
+
 def top_indices(scores: torch.Tensor) -> List[int]:
     return scores.topk(min(K, len(scores))).indices.tolist()
 
@@ -77,6 +117,14 @@ def top_indices(scores: torch.Tensor) -> List[int]:
 def rerank(packed: PackedMultiVectors, query: torch.Tensor, candidates: List[int]) -> List[int]:
     scores = maxsim_packed([query], packed, pages=candidates)[0]
     return [candidates[i] for i in top_indices(scores)]
+
+
+def screen_and_rerank(approx: PackedMultiVectors, exact: PackedMultiVectors, query: torch.Tensor) -> List[int]:
+    """What the retriever does for scoring_dtype='int8' / 'bfloat16': every page on the approximate layout,
+    then its best RERANK_FACTOR x (2k + 8) pages re-scored exactly from the stored tokens."""
+    scores = maxsim_packed([query], approx)[0]
+    candidates = scores.topk(min(RERANK_FACTOR * (2 * K + 8), len(scores))).indices.tolist()
+    return rerank(exact, query, candidates)
 
 
 def compile_times() -> Dict:
@@ -152,54 +200,74 @@ def milvus_path(packed: PackedMultiVectors, workdir: Path, budget: int, uri: str
 def run_size(n: int, args, workdir: Path) -> List[Dict]:
     corpus = make_pages(n, args.tokens, variable=args.variable, seed=0)
     fp16 = corpus.pages
-    fp32 = compress(fp16, 'float32')
+    skip = set(args.skip)
     queries = make_queries(corpus, args.queries, query_tokens=args.query_tokens)
     slow_queries = queries[:args.slow_queries]
-    truth = maxsim_matmul(queries, fp32).topk(min(K, n), dim=1).indices
+    # The truth: exact MaxSim in float32 arithmetic over the stored tokens (a float32 copy, or the fused
+    # kernel, which accumulates in float32 and needs no copy: 10k pages in fp32 would be 5.3 GB more).
+    fp32 = None if 'previous' in skip and kernel.available() else compress(fp16, 'float32')
+    truth_scores = maxsim_matmul(queries, fp32) if fp32 is not None else kernel.maxsim_fused(queries, fp16.tokens,
+                                                                                              fp16.offsets)
+    truth = truth_scores.topk(min(K, n), dim=1).indices
     truth_slow = truth[:len(slow_queries)]
     disk_fp16 = 2 * fp16.tokens.shape[1]
     rows = []
-    skip = set(args.skip)
     baseline = {}
 
-    def add(path: str, result: Dict, mem_bytes: float, disk_bytes: float, truth_rows=truth, build_s=0.0, note=''):
+    def add(path: str, result: Dict, mem_bytes: float, disk_bytes: float, truth_rows=truth, build_s=0.0, note='',
+            reads: Optional[List[torch.Tensor]] = None):
         if not baseline:
             baseline.update(result)
+        read_s = read_seconds(*reads) if reads else None   # same run, same moment as the path's own timing
         rows.append({'pages': n, 'path': path, 'p50_ms': result['p50_ms'], 'p95_ms': result['p95_ms'],
                      'qps': result['qps'], 'cpu_s_per_query': result['cpu_s'],
                      'cpu_vs_previous': baseline['cpu_s'] / result['cpu_s'],
                      'recall@10': recall_at_k(result['found'], truth_rows),
                      'mem_bytes_per_page': mem_bytes / n, 'disk_bytes_per_page': disk_bytes / n,
+                     'memory_read_ms': read_s * 1000 if read_s else None,
+                     'x_memory_bound': result['p50_ms'] / (read_s * 1000) if read_s else None,
                      'build_s': build_s, 'queries': result['queries'], 'note': note})
-        print(f'  {path:<44} p50 {result["p50_ms"]:9.1f} ms  CPU {result["cpu_s"]:7.3f} s '
-              f'({rows[-1]["cpu_vs_previous"]:5.1f}x less)  recall@10 {rows[-1]["recall@10"]:.3f}', flush=True)
+        bound = f'  read {read_s * 1000:7.1f} ms ({rows[-1]["x_memory_bound"]:5.1f}x mem)' if read_s else ''
+        print(f'  {path:<50} p50 {result["p50_ms"]:9.1f} ms  CPU {result["cpu_s"]:7.3f} s '
+              f'({rows[-1]["cpu_vs_previous"]:5.1f}x less)  recall@10 {rows[-1]["recall@10"]:.3f}{bound}', flush=True)
 
     tokens = int(fp16.offsets[-1])
-    # The baseline first: the previous default (chunked matmul over a float32 copy kept in memory).
-    add('matmul fp32 cache (previous default)',
-        time_queries(lambda q: top_indices(maxsim_matmul([q], fp32)[0]), queries),
-        token_bytes(fp32) + token_bytes(fp16), tokens * disk_fp16, note='baseline of cpu_vs_previous')
-    int8 = compress(fp16, 'int8')
+    if fp32 is not None:   # the previous default first: chunked matmul over a float32 copy kept in memory
+        add('matmul fp32 cache (previous default)',
+            time_queries(lambda q: top_indices(maxsim_matmul([q], fp32)[0]), queries),
+            token_bytes(fp32) + token_bytes(fp16), tokens * disk_fp16, note='baseline of cpu_vs_previous',
+            reads=[fp32.tokens])
     if kernel.available():
         add('fused kernel fp16 (ours, default)', time_queries(lambda q: top_indices(maxsim_packed([q], fp16)[0]),
-                                                              queries), token_bytes(fp16), tokens * disk_fp16)
-        add('fused kernel int8 + scale (ours)', time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]),
-                                                             queries), token_bytes(int8), token_bytes(int8))
-        add('fused kernel fp32 (ours)', time_queries(lambda q: top_indices(maxsim_packed([q], fp32)[0]), queries),
-            token_bytes(fp32), tokens * disk_fp16)
-    add('matmul fp16 streamed (previous)',
-        time_queries(lambda q: top_indices(maxsim_matmul([q], fp16)[0]), slow_queries),
-        token_bytes(fp16), tokens * disk_fp16, truth_slow)
-    add('matmul int8 decoded (previous)',
-        time_queries(lambda q: top_indices(maxsim_matmul([q], int8)[0]), slow_queries),
-        token_bytes(int8), token_bytes(int8), truth_slow)
-    pages32 = fp32.unpack()
-    if 'engine' not in skip:
-        add('colpali-engine score_multi_vector', time_queries(colpali_engine_path(pages32), slow_queries),
-            token_bytes(fp32), tokens * disk_fp16, truth_slow)
-    if 'byaldi' not in skip:
-        add('byaldi-style per-page loop', time_queries(byaldi_loop_path(pages32), slow_queries),
-            token_bytes(fp32), tokens * disk_fp16, truth_slow)
+                                                              queries), token_bytes(fp16), tokens * disk_fp16,
+            reads=[fp16.tokens])
+    start = time.perf_counter()
+    int8 = compress(fp16, 'int8')
+    int8_rows(fp16, int8, queries, add, encode_s=time.perf_counter() - start)
+    if kernel.available():
+        add('fused kernel int8 + scale (numba)',
+            time_queries(lambda q: top_indices(kernel.maxsim_fused([q], int8.tokens, int8.offsets)[0]), queries),
+            token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens))
+        if fp32 is not None:
+            add('fused kernel fp32 (ours)', time_queries(lambda q: top_indices(maxsim_packed([q], fp32)[0]),
+                                                         queries), token_bytes(fp32), tokens * disk_fp16,
+                reads=[fp32.tokens])
+    if 'previous' not in skip:
+        add('matmul fp16 streamed (previous)',
+            time_queries(lambda q: top_indices(maxsim_matmul([q], fp16)[0]), slow_queries),
+            token_bytes(fp16), tokens * disk_fp16, truth_slow, reads=[fp16.tokens])
+        add('matmul int8 decoded (previous)',
+            time_queries(lambda q: top_indices(maxsim_matmul([q], int8)[0]), slow_queries),
+            token_bytes(int8), token_bytes(int8), truth_slow, reads=path_tensors(int8.tokens))
+    del int8
+    if fp32 is not None:
+        pages32 = fp32.unpack()
+        if 'engine' not in skip:
+            add('colpali-engine score_multi_vector', time_queries(colpali_engine_path(pages32), slow_queries),
+                token_bytes(fp32), tokens * disk_fp16, truth_slow)
+        if 'byaldi' not in skip:
+            add('byaldi-style per-page loop', time_queries(byaldi_loop_path(pages32), slow_queries),
+                token_bytes(fp32), tokens * disk_fp16, truth_slow)
     if 'binary' not in skip:
         binary = compress(fp16, 'binary')
         for budget in args.budgets:
@@ -232,9 +300,70 @@ def run_size(n: int, args, workdir: Path) -> List[Dict]:
         finally:
             proc.kill()
             proc.wait(30)
-    if args.pool_pages and 'pooling' not in skip:
+    if args.pool_pages and 'pooling' not in skip and fp32 is not None:
         rows.extend(pooling_rows(fp32, queries, min(args.pool_pages, n)))
+    if not args.skip_bf16:
+        bf16_rows(fp16, queries, add)   # last: it turns the fp16 tokens into bf16 in place
     return rows
+
+
+def int8_rows(fp16: PackedMultiVectors, int8: PackedMultiVectors, queries: List[torch.Tensor], add: Callable,
+              encode_s: float) -> None:
+    """int8 codes on the matrix units (where this CPU has them), alone, with the retriever's exact rerank from
+    the fp16 tokens, and for a batch of all queries in one call. ``build s``: deriving the codes from fp16."""
+    if not kernel_units.has_units('int8'):
+        return
+    tokens = int(fp16.offsets[-1])
+    disk_fp16 = 2 * fp16.tokens.shape[1]
+    add('matrix units int8 + scale (VNNI/AMX)',
+        time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), queries),
+        token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens), build_s=encode_s)
+    add('matrix units int8 + exact fp16 rerank (retriever int8)',
+        time_queries(lambda q: screen_and_rerank(int8, fp16, q), queries),
+        token_bytes(int8) + token_bytes(fp16), tokens * disk_fp16, reads=path_tensors(int8.tokens), build_s=encode_s,
+        note=f'int8 over every page, best {RERANK_FACTOR}x(2k+8) re-scored exactly; memory: codes + fp16')
+    with intra_op_threads():
+        add('matrix units int8, intra-op threads (no workers)',
+            time_queries(lambda q: top_indices(maxsim_packed([q], int8)[0]), queries),
+            token_bytes(int8), token_bytes(int8), reads=path_tensors(int8.tokens),
+            note='LAZYLLM_COLPALI_TILE_WORKERS=0: each op forks and joins torch\'s threads')
+    add(f'matrix units int8, batch of {len(queries)} queries',
+        time_batch(lambda qs: maxsim_packed(qs, int8), queries), token_bytes(int8), token_bytes(int8),
+        reads=path_tensors(int8.tokens), note='per query; one pass over the codes for the whole batch')
+
+
+@contextlib.contextmanager
+def intra_op_threads():
+    """The tile loop on the calling thread with torch's intra-op threads (the workers switched off)."""
+    os.environ['LAZYLLM_COLPALI_TILE_WORKERS'] = '0'
+    try:
+        yield
+    finally:
+        del os.environ['LAZYLLM_COLPALI_TILE_WORKERS']
+
+
+def bf16_rows(fp16: PackedMultiVectors, queries: List[torch.Tensor], add: Callable) -> None:
+    """bf16 tokens on the matrix units (where this CPU has them) and in the numba kernel. The fp16 tokens are
+    rounded to bf16 in place (same size): 10k pages never exist in both formats at once."""
+    if not (kernel_units.has_units('bfloat16') or kernel.available()):
+        return
+    tokens = int(fp16.offsets[-1])
+    disk_fp16 = 2 * fp16.tokens.shape[1]
+    in_place = fp16.tokens.view(torch.bfloat16)
+    for a in range(0, tokens, 1 << 18):
+        in_place[a:a + (1 << 18)] = fp16.tokens[a:a + (1 << 18)].float()
+    bf16 = PackedMultiVectors(fp16.page_ids, in_place, fp16.offsets)
+    if kernel_units.has_units('bfloat16'):
+        add('matrix units bf16 (AVX-512 BF16/AMX)',
+            time_queries(lambda q: top_indices(maxsim_packed([q], bf16)[0]), queries),
+            token_bytes(bf16), tokens * disk_fp16, reads=[bf16.tokens])
+        add(f'matrix units bf16, batch of {len(queries)} queries',
+            time_batch(lambda qs: maxsim_packed(qs, bf16), queries), token_bytes(bf16), tokens * disk_fp16,
+            reads=[bf16.tokens], note='per query; one pass over the tokens for the whole batch')
+    if kernel.available():
+        add('fused kernel bf16 (numba)',
+            time_queries(lambda q: top_indices(kernel.maxsim_fused([q], bf16.tokens, bf16.offsets)[0]), queries),
+            token_bytes(bf16), tokens * disk_fp16, reads=[bf16.tokens])
 
 
 def pooling_rows(fp32: PackedMultiVectors, queries: List[torch.Tensor], m: int) -> List[Dict]:
@@ -260,11 +389,13 @@ def pooling_rows(fp32: PackedMultiVectors, queries: List[torch.Tensor], m: int) 
 
 
 def print_table(rows: List[Dict]) -> None:
-    print(f'\n{"pages":>7}  {"path":<48}{"p50 ms":>9}{"p95 ms":>9}{"q/s":>8}{"CPU s/q":>8}{"x less":>7}{"R@10":>7}'
-          f'{"mem KiB/pg":>11}{"disk KiB/pg":>12}{"build s":>9}')
+    print(f'\n{"pages":>7}  {"path":<56}{"p50 ms":>9}{"p95 ms":>9}{"q/s":>8}{"CPU s/q":>8}{"x less":>7}{"R@10":>7}'
+          f'{"read ms":>9}{"x mem":>7}{"mem KiB/pg":>11}{"disk KiB/pg":>12}{"build s":>9}')
     for r in rows:
-        print(f'{r["pages"]:>7}  {r["path"]:<48}{r["p50_ms"]:>9.1f}{r["p95_ms"]:>9.1f}{r["qps"]:>8.2f}'
+        read, bound = r.get('memory_read_ms'), r.get('x_memory_bound')
+        print(f'{r["pages"]:>7}  {r["path"]:<56}{r["p50_ms"]:>9.1f}{r["p95_ms"]:>9.1f}{r["qps"]:>8.2f}'
               f'{r["cpu_s_per_query"]:>8.3f}{r.get("cpu_vs_previous", float("nan")):>7.1f}{r["recall@10"]:>7.3f}'
+              f'{read if read else float("nan"):>9.1f}{bound if bound else float("nan"):>7.2f}'
               f'{r["mem_bytes_per_page"] / 1024:>11.1f}{r["disk_bytes_per_page"] / 1024:>12.1f}'
               f'{r["build_s"]:>9.1f}')
 
@@ -281,8 +412,9 @@ def main(argv=None) -> Dict:
     parser.add_argument('--nprobe', type=int, default=4)
     parser.add_argument('--pool-pages', type=int, default=200, help='pages to pool for the pooling rows (0: skip)')
     parser.add_argument('--no-milvus', action='store_true', help='same as --skip milvus')
-    parser.add_argument('--skip', default='', help='comma list of path groups to leave out: engine, byaldi, '
-                                                   'binary, centroids, milvus, pooling')
+    parser.add_argument('--skip', default='', help='comma list of path groups to leave out: previous, engine, '
+                                                   'byaldi, binary, centroids, milvus, pooling')
+    parser.add_argument('--skip-bf16', action='store_true', help='no bf16 rows')
     parser.add_argument('--milvus-server', action='store_true', help='also run the store against a local Milvus '
                                                                      'server (milvus-lite server, gRPC)')
     parser.add_argument('--out', default='benchmarks/results/maxsim.json')
@@ -291,6 +423,8 @@ def main(argv=None) -> Dict:
     args.skip = [g for g in args.skip.split(',') if g] + (['milvus'] if args.no_milvus else [])
     torch.manual_seed(0)
     rows: List[Dict] = []
+    load_start = os.getloadavg()
+    print(f'matrix units: {matrix_units()}; load average {load_start[0]:.2f} (a quiet machine is < ~0.5)', flush=True)
     compile_s = compile_times() if kernel.available() else None
     with tempfile.TemporaryDirectory(prefix='bench_maxsim_') as work:
         for n in (int(s) for s in args.sizes.split(',')):
@@ -300,6 +434,7 @@ def main(argv=None) -> Dict:
     print_table(rows)
     result = {'args': vars(args), 'torch_threads': torch.get_num_threads(), 'kernel_compile': compile_s,
               'numba_threads': kernel.numba.get_num_threads() if kernel.available() else None,
+              'matrix_units': str(matrix_units()), 'load_avg_at_start': load_start,
               'load_avg_at_end': os.getloadavg(), 'rows': rows}
     write_json(args.out, result)
     return result

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='exact: MaxSim over every page; candidates: Milvus pooled-vector candidates; centroids: '
                         'centroid index candidates; both rerank exactly. auto: exact up to 20k pages (default)')
     p.add_argument('--json', action='store_true', help='print JSON lines instead of a table')
+    p.add_argument('--hops', type=int, default=1, help='follow a chain of concepts: up to N searches in a row, each '
+                                                       'for bridge concepts the last one\'s pages point at (default: '
+                                                       '1, a single search)')
     _add_model_args(p)
     _add_store_args(p)
 
@@ -134,8 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--workdir', default=None, help='keep the arms\' indexes here and reuse them (default: a '
                                                    'temporary folder, removed afterwards)')
     p.add_argument('--hybrid-weights', default=None, help='RRF weights, e.g. colpali=1,text=0.5')
+    p.add_argument('--hops', type=int, default=3, help='most hops of the ARM-multihop arms (default: 3)')
     _add_vlm_args(p)
     _add_model_args(p)
+
+    p = sub.add_parser('make-chains', help='write the concept-chain benchmark (offline, seeded) for eval --dataset')
+    p.add_argument('out_dir')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--lengths', default='2,3,4', help='chain lengths, definitions per chain (2-5; default: 2,3,4)')
+    p.add_argument('--per-length', type=int, default=4, help='chains of each length (default: 4)')
+    p.add_argument('--distractors', type=int, default=24, help='distractor documents (default: 24)')
+    p.add_argument('--image-links', type=int, default=1,
+                   help='chains per length with one link shown only in a figure (default: 1)')
 
     p = sub.add_parser('standin-vlm', help='run the local OpenAI-compatible stand-in VLM (no real model)')
     p.add_argument('--port', type=int, default=8011)
@@ -269,7 +282,15 @@ def cmd_search(args) -> int:
         index = ColPaliIndex(encoder, store, retriever=MaxSimRetriever(store, mode=args.mode), progress=False,
                              allow_model_change=args.allow_model_change)
         start = time.perf_counter()
-        hits = index.search(args.query, args.topk, {k: v for k, v in filters.items() if v})
+        filters = {k: v for k, v in filters.items() if v}
+        trace = None
+        if args.hops > 1:
+            from .multihop import IndexArm, MultiHopRetriever
+            trace = MultiHopRetriever(IndexArm(index), hops=args.hops, topk=args.topk).search_with_trace(
+                args.query, filters or None)
+            hits = trace.hits
+        else:
+            hits = index.search(args.query, args.topk, filters)
         ms = (time.perf_counter() - start) * 1000
         if args.json:
             for hit in hits:
@@ -280,8 +301,13 @@ def cmd_search(args) -> int:
             return 0
         print(f'{"rank":>4}  {"score":>8}  {"page":>4}  file')
         for rank, hit in enumerate(hits, 1):
-            print(f'{rank:>4}  {hit.score:8.3f}  {hit.page:>4}  {_shown(hit.file_name)}   [{_shown(hit.image_path)}]')
-        print(f'({ms:.0f} ms over {store.count()} pages)')
+            via = f'   hop {hit.metadata.get("hop", 1)}' + (f' via "{_shown(hit.metadata["bridge"])}"'
+                                                           if hit.metadata.get('bridge') else '') if trace else ''
+            print(f'{rank:>4}  {hit.score:8.3f}  {hit.page:>4}  {_shown(hit.file_name)}   [{_shown(hit.image_path)}]'
+                  + via)
+        hops = (f'; {trace.searches} searches in {len(trace.hops)} hops (stopped: {trace.stopped})'
+                if trace else '')
+        print(f'({ms:.0f} ms over {store.count()} pages{hops})')
         return 0
 
 
@@ -349,6 +375,7 @@ def cmd_serve_api(args) -> int:
                          'pass another --port')
 
     encoder = _encoder(args)
+    encoder.warm_up()   # a server's first query then runs at repeat speed (docs/maxsim-cpu.md)
     with sock, _store(args, encoder.dim) as store:
         index = ColPaliIndex(encoder, store, progress=False)
         app = create_app(index, allow_roots=args.allow_root, allowed_hosts=allowed_hosts_for(args.host), token=token)
@@ -383,6 +410,7 @@ def cmd_serve(args) -> int:
         print(f'warning: --host {args.host}: the chat has no login; anyone who reaches it can read and add '
               'documents', file=sys.stderr)
     encoder = _encoder(args)   # a missing model fails here, before the UI starts
+    encoder.warm_up()
     doc = ColPaliDocument(None, embed=ColPaliEmbed(encoder), db=args.db or default_db(),
                           collection=args.collection or DEFAULT_COLLECTION, data_dir=args.data_dir,
                           shared_dir=args.shared_dir or os.environ.get('LAZYLLM_COLPALI_SHARED_DIR'), progress=False)
@@ -486,7 +514,7 @@ def cmd_eval(args) -> int:
         start = time.perf_counter()
         report = run_eval(dataset, arms, topk=args.topk, model=args.model or default_model(),
                           device='cuda' if args.device.startswith('cuda') else 'cpu', vlm=vlm,
-                          workdir=args.workdir, hybrid_weights=weights)
+                          workdir=args.workdir, hybrid_weights=weights, multihop={'hops': args.hops})
         seconds = time.perf_counter() - start
     finally:
         if server is not None:
@@ -496,9 +524,28 @@ def cmd_eval(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f'{report.dataset}_table.md').write_text(table + '\n')
     print(table)
+    from .eval.report import write_chain_chart
+    chains = write_chain_chart(report, out / f'{report.dataset}_chains.png')
     print(f'\n{seconds:.1f} s in all; wrote {write_json(report, out / f"{report.dataset}.json")}, '
-          f'{out / f"{report.dataset}_table.md"} and {write_chart(report, out / f"{report.dataset}.png")}')
+          f'{out / f"{report.dataset}_table.md"} and {write_chart(report, out / f"{report.dataset}.png")}'
+          + (f' and {chains}' if chains else ''))
     return 0 if any(not a.error for a in report.arms) else 1
+
+
+def cmd_make_chains(args) -> int:
+    from .eval.concept_chains import build_concept_chains
+
+    try:
+        lengths = [int(n) for n in args.lengths.split(',') if n.strip()]
+        dataset = build_concept_chains(args.out_dir, seed=args.seed, chain_lengths=lengths,
+                                       chains_per_length=args.per_length, distractors=args.distractors,
+                                       image_links=args.image_links)
+    except ValueError as e:
+        raise SystemExit(f'error: {e}')
+    files = len(list(dataset.corpus_dir.glob('*.pdf')))
+    print(f'{len(dataset.queries)} chain questions over {files} PDFs in {dataset.corpus_dir}; evaluate with: '
+          f'lazyllm-colpali eval --dataset {args.out_dir} --arms text,text-multihop,layout,layout-multihop')
+    return 0
 
 
 def cmd_standin_vlm(args) -> int:
@@ -511,7 +558,7 @@ def cmd_standin_vlm(args) -> int:
 
 COMMANDS = {'index': cmd_index, 'search': cmd_search, 'docs': cmd_docs, 'delete': cmd_delete,
             'check': cmd_check, 'serve-api': cmd_serve_api, 'make-tiny-model': cmd_make_tiny_model,
-            'eval': cmd_eval, 'serve': cmd_serve, 'standin-vlm': cmd_standin_vlm}
+            'eval': cmd_eval, 'serve': cmd_serve, 'standin-vlm': cmd_standin_vlm, 'make-chains': cmd_make_chains}
 
 
 def _validate(args) -> None:
@@ -524,6 +571,9 @@ def _validate(args) -> None:
         raise SystemExit(f'error: -k/--topk must be a positive number (at least 1), got {topk}')
     if getattr(args, 'pages', None) and args.command == 'search':
         _parse_pages(args.pages)
+    hops = getattr(args, 'hops', None)
+    if hops is not None and not 1 <= hops <= 8:
+        raise SystemExit(f'error: --hops must be between 1 and 8, got {hops}')
 
 
 # bars printed by third-party code per query/batch (LazyLLM's BM25 calls bm25s for every search)
@@ -540,7 +590,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     quiet_loggers(args.verbose)
     if not args.verbose and args.command in ('eval', 'serve'):
         quiet_progress_bars(*_THIRD_PARTY_BARS)
-    if not args.verbose and args.command not in ('make-tiny-model', 'standin-vlm'):
+    if not args.verbose and args.command not in ('make-tiny-model', 'standin-vlm', 'make-chains'):
         # pymilvus logs a traceback for every failed call (the store turns each into one StoreError line);
         # its logging config is applied on import, so import it first
         import logging

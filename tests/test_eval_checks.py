@@ -6,7 +6,10 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from lazyllm_colpali.eval import EvalDataset, format_table, from_parts, run_eval
+from lazyllm_colpali.eval.dataset import DatasetError
 from lazyllm_colpali.eval.harness import ArmResult, EvalReport
 
 
@@ -48,12 +51,31 @@ def test_unreachable_gold_pages_and_duplicate_qrels_are_reported_by_query_before
     dataset = from_parts(pdf_dir, tmp_path / 'q.jsonl', tmp_path / 'qrels.tsv')   # nothing has run yet
     assert [qid for qid, _, _ in dataset.unreachable_pages()] == ['b', 'c']
     duplicates, unreachable = dataset.notes
-    assert '2 duplicate qrel lines' in duplicates and 'qrels.tsv' in duplicates
-    assert 'query b: manual.pdf#0 (the file has 3 pages)' in unreachable
-    assert 'query c: manual.pdf#4 (the file has 3 pages)' in unreachable and 'query a' not in unreachable
+    assert duplicates.startswith(f'{tmp_path / "qrels.tsv"}: 2 duplicate qrel lines')
+    assert duplicates.endswith('line 5 repeats line 4, line 6 repeats line 1')
+    assert 'qrels.tsv:2: query b: manual.pdf#0 (the file has 3 pages)' in unreachable
+    assert 'qrels.tsv:3: query c: manual.pdf#4 (the file has 3 pages)' in unreachable and 'query a' not in unreachable
     assert dataset.qrels['d'] == {'manual.pdf#3': 2}                 # the last grade is kept
     dataset.validate()
     assert len(dataset.notes) == 2                                    # said once, however often it is checked
+
+
+def test_qrels_naming_a_missing_file_or_query_fail_with_the_line(tmp_path, pdf_dir):
+    (tmp_path / 'q.jsonl').write_text('{"query_id": "a", "query": "filter"}\n')
+    (tmp_path / 'qrels.jsonl').write_text('{"query_id": "a", "page": "manual.pdf#2"}\n\n'
+                                          '{"query_id": "a", "page": "manaul.pdf#1"}\n')
+    with pytest.raises(DatasetError, match=r'qrels\.jsonl:3: manaul\.pdf'):
+        from_parts(pdf_dir, tmp_path / 'q.jsonl', tmp_path / 'qrels.jsonl')
+    (tmp_path / 'qrels.jsonl').write_text('{"query_id": "a", "page": "manual.pdf#2"}\n'
+                                          '{"query_id": "zz", "page": "manual.pdf#1"}\n')
+    with pytest.raises(DatasetError, match=r'qrels\.jsonl:2: zz'):
+        from_parts(pdf_dir, tmp_path / 'q.jsonl', tmp_path / 'qrels.jsonl')
+    (tmp_path / 'qrels.jsonl').write_text('{"query_id": "a", "page": "manual.pdf#2"}\n{"query_id": "a", \n')
+    with pytest.raises(DatasetError, match=r'qrels\.jsonl:2: not a JSON record'):
+        from_parts(pdf_dir, tmp_path / 'q.jsonl', tmp_path / 'qrels.jsonl')
+    (tmp_path / 'qrels.tsv').write_text('a\tmanual.pdf#2\t1\na\tmanual.pdf#3\tyes\n')
+    with pytest.raises(DatasetError, match=r'qrels\.tsv:2: the score must be a number'):
+        from_parts(pdf_dir, tmp_path / 'q.jsonl', tmp_path / 'qrels.tsv')
 
 
 def test_the_eval_command_prints_unreachable_gold_pages(tmp_path, pdf_dir):
@@ -65,7 +87,7 @@ def test_the_eval_command_prints_unreachable_gold_pages(tmp_path, pdf_dir):
                           '--arms', 'text-layer', '--out', str(tmp_path / 'out')], capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert 'query q7: manual.pdf#9 (the file has 3 pages)' in run.stderr
+    assert 'qrels.jsonl:1: query q7: manual.pdf#9 (the file has 3 pages)' in run.stderr
     assert 'model' not in run.stdout.splitlines()[0]                 # no visual arm ran
 
 

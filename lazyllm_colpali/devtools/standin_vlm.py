@@ -4,6 +4,8 @@ It lets the whole product run offline (captioning, answers, the chat UI) through
 ``OnlineChatModule``, and tells tests exactly what a model would have received:
 
 * caption requests (prompts carrying ``[caption-qa]``) get JSON built from the page text in the prompt;
+* bridge requests of multi-hop retrieval (prompts carrying ``[bridge-concepts]``) get the names and defined
+  phrases of the page text in the prompt that the question lacks, one per line (it reads no image);
 * other requests get an answer that names how many images arrived, their sizes, and cites the pages the
   prompt lists, so a reader sees the flow worked - and that no real model answered.
 
@@ -67,6 +69,28 @@ def answer_reply(prompt: str, sizes: List[Optional[Tuple[int, int]]]) -> str:
             f'"{question[:200]}". ' + (f'The best match is {cited[0]}.' if cited else 'No pages were cited.'))
 
 
+# --- bridge mode (multi-hop retrieval: lazyllm_colpali/multihop/bridges.py) ------------------------------------
+def bridge_reply(prompt: str) -> str:
+    """What a VLM asked for bridge concepts would write, made from the page text in the prompt: its names and
+    defined phrases (Title Case runs, acronyms, "X is a ...") that the question and the already looked-up
+    list lack, in order of appearance, one per line; NONE when there are none."""
+    from ..multihop.terms import defined_phrases, words
+
+    question = re.search(r'^Question: (.*)$', prompt, re.M)
+    used = re.search(r'^Already looked up: (.*)\.$', prompt, re.M)
+    wanted = re.search(r'Name up to (\d+) ', prompt)
+    asked = set(words(question.group(1) if question else ''))
+    looked_up = set(words(used.group(1) if used and used.group(1) != 'nothing' else ''))
+    out: List[str] = []
+    for block in re.findall(r'"""\n(.*?)\n"""', prompt, re.S):
+        for phrase in sorted(defined_phrases(block), key=lambda p: block.lower().find(p.split()[0])):
+            tokens = set(phrase.split())
+            if not tokens <= asked and not tokens & looked_up and phrase not in out:
+                out.append(phrase)
+    return '\n'.join(out[:int(wanted.group(1)) if wanted else 3]) or 'NONE'
+# --- end of bridge mode ---------------------------------------------------------------------------------------
+
+
 class StandinVLMServer:
     """Start with ``with StandinVLMServer() as server: ... server.base_url``."""
 
@@ -120,6 +144,8 @@ class StandinVLMServer:
             if number < self.fail_first:
                 record['status'] = 500
                 return 500, 'injected failure'
+            if '[bridge-concepts]' in text:
+                return 200, bridge_reply(text)
             if '[caption-qa]' in text:
                 return 200, caption_reply(text, len(images))
             return 200, answer_reply(text, record['sizes'])

@@ -7,6 +7,9 @@ layer alone, BM25: the plain text-RAG baseline), ``ocr`` (OCR on every page),
 ``hybrid`` (reciprocal rank fusion of the visual arm with the text arms that ran). Each arm reports ranx
 metrics, query latency p50/p95, indexing seconds per page and bytes per page. An arm that cannot run here
 (no model, no VLM, no MinerU) is reported with its reason instead of stopping the others.
+Any arm name with ``-multihop`` (``text-multihop``, ``hybrid-multihop``) wraps that arm in multi-hop
+retrieval (:mod:`lazyllm_colpali.multihop`; its base arm runs too, for comparison), and queries with two or
+more gold pages get chain metrics (all@10, recall per hop position, searches per query: :mod:`.chains`).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import ColPaliError
 from ..logging import LOG
+from .chains import base_arm, chain_metrics, is_multihop
 from .dataset import EvalDataset
 from .metrics import DEFAULT_METRICS, evaluate_run, percentile
 from ..settings import ALL_ARMS, DEFAULT_ARMS  # noqa: F401  (re-exported)
@@ -37,6 +41,8 @@ class ArmResult:
     pages: int = 0
     error: Optional[str] = None
     note: str = ''
+    chain: Dict[str, float] = field(default_factory=dict)   # all@10, R@10 per hop, searches (eval/chains.py)
+    per_query: Dict[str, Dict[str, float]] = field(default_factory=dict, repr=False)   # ms and searches
     run: Dict[str, Dict[str, float]] = field(default_factory=dict, repr=False)
 
 
@@ -95,8 +101,14 @@ def _storage(arm: _Arm) -> int:
 def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: int = 10,
              model: str = 'tiny:colpali', device: str = 'cpu', vlm: Optional[Callable] = None,
              workdir: Optional[str | Path] = None, hybrid_weights: Optional[Dict[str, float]] = None,
-             rrf_k: int = 60, metrics: Sequence[str] = DEFAULT_METRICS) -> EvalReport:
-    unknown = [a for a in arms if a not in ALL_ARMS]
+             rrf_k: int = 60, metrics: Sequence[str] = DEFAULT_METRICS,
+             multihop: Optional[Dict[str, Any]] = None) -> EvalReport:
+    """``multihop``: options of the ``-multihop`` arms (:class:`~lazyllm_colpali.multihop.MultiHopRetriever`
+    keywords, e.g. ``{'hops': 3}``)."""
+    from .multihop_arm import with_base_arms
+
+    arms = with_base_arms(arms)
+    unknown = [a for a in arms if base_arm(a) not in ALL_ARMS]
     if unknown:
         raise ValueError(f'unknown arms {unknown}; choose from {", ".join(ALL_ARMS)}')
     own_tmp = workdir is None
@@ -106,9 +118,10 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
     stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
     results: List[ArmResult] = []
     built: Dict[str, _Arm] = {}
+    built_searchers: Dict[str, Any] = {}   # arm-contract objects by name, for the -multihop arms to wrap
     n_pages = 0
     try:
-        for name in [a for a in arms if a != 'hybrid']:
+        for name in [a for a in arms if a != 'hybrid' and not is_multihop(a)]:
             result = ArmResult(name)
             results.append(result)
             try:
@@ -118,13 +131,17 @@ def run_eval(dataset: EvalDataset, arms: Sequence[str] = DEFAULT_ARMS, *, topk: 
                 LOG.warning(f'eval: arm {name} skipped: {result.error}')
                 continue
             built[name] = arm
+            built_searchers[name] = _SearchModule(arm)
             result.note = arm.note
             _index_arm(arm, dataset, result, stats)
             n_pages = max(n_pages, result.pages)
             _query_arm(arm.search, dataset, topk, result, metrics)
         if 'hybrid' in arms:
             members = [r for r in results if r.arm in built]
-            results.append(_hybrid(built, dataset, topk, hybrid_weights, rrf_k, metrics, members))
+            results.append(_hybrid(built, dataset, topk, hybrid_weights, rrf_k, metrics, members, built_searchers))
+        for name in [a for a in arms if is_multihop(a)]:
+            from .multihop_arm import run_multihop_arm
+            results.append(run_multihop_arm(name, built_searchers, results, dataset, topk, metrics, multihop))
         stats_file.write_text(json.dumps(stats, indent=1))
     finally:
         for arm in built.values():
@@ -178,6 +195,7 @@ def _query_arm(search: Callable, dataset: EvalDataset, topk: int, result: ArmRes
     from tqdm.auto import tqdm
 
     latencies: List[float] = []
+    spent: List[int] = []     # searches per query: a multi-hop search says how many it made
     run: Dict[str, Dict[str, float]] = {}
     queries = tqdm(dataset.queries.items(), total=len(dataset.queries), desc=f'eval {result.arm}: queries',
                    unit='query', disable=not progress, leave=False)
@@ -185,6 +203,8 @@ def _query_arm(search: Callable, dataset: EvalDataset, topk: int, result: ArmRes
         start = time.perf_counter()
         hits = search(query, topk)
         latencies.append((time.perf_counter() - start) * 1000)
+        spent.append(getattr(search, 'last_searches', 1))
+        result.per_query[qid] = {'ms': latencies[-1], 'searches': spent[-1]}
         ranking: Dict[str, float] = {}
         for rank, hit in enumerate(hits[:topk]):
             # ranx sorts by score: use rank-derived scores so ties and arm-specific scales cannot reorder
@@ -192,12 +212,14 @@ def _query_arm(search: Callable, dataset: EvalDataset, topk: int, result: ArmRes
         run[qid] = ranking
     result.run = run
     result.metrics = evaluate_run(dataset.qrels, run, metrics)
+    result.chain = chain_metrics(dataset.qrels, dataset.chain_hops, run, spent)
     result.latency_p50_ms = percentile(latencies, 50)
     result.latency_p95_ms = percentile(latencies, 95)
 
 
 def _hybrid(built: Dict[str, _Arm], dataset: EvalDataset, topk: int, weights: Optional[Dict[str, float]],
-            rrf_k: int, metrics: Sequence[str], member_results: List[ArmResult]) -> ArmResult:
+            rrf_k: int, metrics: Sequence[str], member_results: List[ArmResult],
+            searchers: Optional[Dict[str, Any]] = None) -> ArmResult:
     from ..lazyllm_glue.arms import HybridRetriever
 
     result = ArmResult('hybrid')
@@ -209,6 +231,8 @@ def _hybrid(built: Dict[str, _Arm], dataset: EvalDataset, topk: int, weights: Op
                                 weights={k: v for k, v in (weights or {}).items() if k in members},
                                 topk=topk, depth=max(50, topk), k=rrf_k)
     result.note = 'RRF of ' + '+'.join(members)
+    if searchers is not None:
+        searchers['hybrid'] = retriever
     # Serving a hybrid means building and storing every member arm.
     result.index_s_per_page = sum(arm.index_s_per_page for arm in member_results)
     result.bytes_per_page = sum(arm.bytes_per_page for arm in member_results)

@@ -21,7 +21,7 @@ from lazyllm.tools.rag.global_metadata import RAG_DOC_FILE_NAME, RAG_DOC_ID
 from ..indexer import ColPaliIndex
 from ..ingest.records import IngestReport
 from ..logging import drop_alloc_timestamp_noise
-from ..retrieve.retriever import MaxSimRetriever, SearchHit
+from ..retrieve.retriever import SCORING_DTYPES, MaxSimRetriever, SearchHit
 from ..settings import DEFAULT_COLLECTION, default_db
 from ..store.milvus_store import MilvusMultiVectorStore
 from .embed import ColPaliEmbed
@@ -36,14 +36,16 @@ class ColPaliDocument(ModuleBase):
                  collection: str = DEFAULT_COLLECTION, data_dir: Optional[str] = None,
                  shared_dir: Optional[str] = None, dpi: int = 144,
                  vector_dtype: str = 'float16', mode: str = 'auto', candidate_budget: Optional[int] = None,
-                 progress: bool = True, return_trace: bool = False):
+                 scoring_dtype: str = 'float16', progress: bool = True, return_trace: bool = False):
         super().__init__(return_trace=return_trace)
+        if scoring_dtype not in SCORING_DTYPES:   # before any model loads or page is indexed
+            raise ValueError(f'scoring_dtype must be one of {", ".join(SCORING_DTYPES)}, got {scoring_dtype!r}')
         self.dataset_path = dataset_path
         self.embed = embed if isinstance(embed, ColPaliEmbed) else ColPaliEmbed(embed)
         self.db = db or default_db()
         self.collection = collection
         self._store_kwargs = dict(data_dir=data_dir, shared_dir=shared_dir, vector_dtype=vector_dtype)
-        self._retriever_kwargs = dict(mode=mode, candidate_budget=candidate_budget)
+        self._retriever_kwargs = dict(mode=mode, candidate_budget=candidate_budget, scoring_dtype=scoring_dtype)
         self._dpi = dpi
         self._progress = progress
         self._index: Optional[ColPaliIndex] = None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from typing import Callable, List, Optional, Sequence
@@ -112,6 +113,16 @@ class ColPaliEncoder:
         self._model = model
         self._processor = processor
         self._family = family
+
+    def warm_up(self) -> float:
+        """Pay a process's one-time costs before the first user query: one short query through the model pages
+        in the weights (memory-mapped by ``from_pretrained``, read from disk on first use) and runs the
+        libraries' lazy set-up. Measured (benchmarks/bench_first_query.py): the first query of a process cost
+        2-3x a repeat and a new query length 0.9-1.6x, so one warm-up, not one per length, is what a
+        long-running server needs. Returns the seconds spent."""
+        started = time.perf_counter()
+        self._encode(['warm-up query'], self.processor.process_queries, 1)
+        return time.perf_counter() - started
 
     @property
     def model(self):

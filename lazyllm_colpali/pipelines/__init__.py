@@ -3,9 +3,9 @@ a search or RAG pipeline, ``visual_rag`` does both for a ColPali document. Insta
 
     from lazyllm_colpali.pipelines import visual_arm, text_arm, hybrid_arm, build_search, build_rag
 """
-from .arms import caption_arm, hybrid_arm, text_arm, visual_arm
+from .arms import caption_arm, hybrid_arm, multihop_arm, text_arm, visual_arm
 from .flows import build_rag, build_search, cite
 from .visual_rag import build_visual_rag, build_visual_search
 
 __all__ = ['build_rag', 'build_search', 'build_visual_rag', 'build_visual_search', 'caption_arm', 'cite',
-           'hybrid_arm', 'text_arm', 'visual_arm']
+           'hybrid_arm', 'multihop_arm', 'text_arm', 'visual_arm']

@@ -10,6 +10,8 @@ changing one line:
     search = build_search(hybrid_arm(visual_arm('./pdfs'), text_arm('./pdfs'),
                                      weights={'visual': 1.0, 'text': 0.5}))   # RRF of both
 
+Any of them follows chains of concepts across documents when wrapped: ``multihop_arm(text_arm('./pdfs'))``.
+
 Arms given to ``hybrid_arm`` positionally are named by kind: ``visual``, ``text`` (``ocr``, ``mineru``,
 ``text-layer`` for those extractors), ``caption``.
 """
@@ -25,7 +27,7 @@ from ..lazyllm_glue.embed import ColPaliEmbed
 from ..settings import data_home
 from ..text import CaptionQAAugmenter, PageTextIndex
 
-__all__ = ['caption_arm', 'hybrid_arm', 'text_arm', 'visual_arm']
+__all__ = ['caption_arm', 'hybrid_arm', 'multihop_arm', 'text_arm', 'visual_arm']
 
 Paths = Union[str, Path, list]
 
@@ -72,3 +74,12 @@ def hybrid_arm(*arms: Any, weights: Optional[Dict[str, float]] = None, topk: int
             name, n = f'{kind}{n}', n + 1
         members[name] = arm
     return HybridRetriever(members, weights=weights, topk=topk)
+
+
+def multihop_arm(arm: Any, hops: int = 3, vlm: Optional[Callable] = None, **options: Any):
+    """``arm`` (any of the above) following chains of concepts: up to ``hops`` searches in a row, each for the
+    bridge concepts the last one's pages point at (offline, or named by ``vlm``, a LazyLLM chat module of
+    type VLM). Options: see :class:`lazyllm_colpali.multihop.MultiHopRetriever`."""
+    from ..multihop import MultiHopRetriever, VLMBridges
+
+    return MultiHopRetriever(arm, hops=hops, bridges=VLMBridges(vlm) if vlm is not None else None, **options)

@@ -1,10 +1,13 @@
 """Fused exact MaxSim on CPU (numba): one pass over the stored tokens, no similarity matrix.
 
 Each page is read once, four tokens at a time: the tokens are widened to float32 in a small buffer (fp16
-through the F16C conversion, int8 codes through an integer convert), dotted with every query token, and
-the per-query-token running maxima stay in cache. Pages run in parallel (``prange``). Measured on the
+through the F16C conversion, bf16 by a shift, int8 codes through an integer convert), dotted with every
+query token, and the per-query-token running maxima stay in cache. Pages run in parallel (``prange``). Measured on the
 2-core AVX2 dev machine: ~65 GFLOP per CPU-second from fp16 tokens, about 10x the chunked-matmul path
 (see benchmarks/bench_maxsim.py and docs/performance.md).
+
+CPUs with bf16 / int8 matrix units score bf16 tokens and int8 codes through :mod:`.kernel_units` instead;
+this kernel stays the path for fp16 / fp32 and for CPUs without those units.
 
 The kernels are compiled on first use (~2-4 s) and cached on disk (``cache=True``: next to this file when
 that is writable, else numba's user-wide cache, or ``NUMBA_CACHE_DIR``); without numba, or with
@@ -39,13 +42,23 @@ if numba is not None:
             return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
         return types.float32(types.uint16), codegen
 
+    @intrinsic
+    def _bf16_to_float(typingctx, bits):
+        """bf16 bits (int16) -> float32: the bits are the top half of the float32."""
+        def codegen(context, builder, signature, args):
+            wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+            return builder.bitcast(wide, ir.FloatType())
+        return types.float32(types.int16), codegen
+
     def _widen(x):  # pure-Python stand-in; the overload below is what compiled code calls
         return np.float32(x)
 
     @numba.extending.overload(_widen, jit_options={'fastmath': True})
     def _widen_impl(x):
-        if x == types.uint16:
+        if x == types.uint16:   # fp16 bits
             return lambda x: _half_to_float(x)
+        if x == types.int16:    # bf16 bits
+            return lambda x: _bf16_to_float(x)
         return lambda x: np.float32(x)
 
     def _jit(fn):
@@ -113,22 +126,25 @@ def compile_seconds() -> Optional[float]:
 
 def as_kernel_arrays(tokens, scales: Optional[torch.Tensor] = None) -> tuple:
     """``(tokens, scales)`` as the numpy views the kernel reads, without copying the token matrix:
-    fp16 -> uint16 bits, float32 as is, int8 codes with float32 per-token scales (empty when none)."""
+    fp16 -> uint16 bits, bf16 -> int16 bits, float32 as is, int8 codes with float32 per-token scales (empty
+    when none)."""
     if hasattr(tokens, 'codes'):   # compression.Int8Tokens
         return tokens.codes.numpy(), tokens.scales.reshape(-1).float().numpy()
     if tokens.dtype == torch.float16:
         array = tokens.numpy().view(np.uint16)
+    elif tokens.dtype == torch.bfloat16:   # numpy has no bf16: its bits as int16 pick the bf16 widening
+        array = tokens.view(torch.int16).numpy()
     elif tokens.dtype == torch.float32:
         array = tokens.numpy()
     else:
-        raise TypeError(f'the fused MaxSim kernel reads float16, float32 or int8 tokens, got {tokens.dtype}')
+        raise TypeError(f'the fused MaxSim kernel reads float16, bfloat16, float32 or int8 tokens, got {tokens.dtype}')
     empty = np.empty(0, dtype=np.float32)
     return array, (scales.reshape(-1).float().numpy() if scales is not None else empty)
 
 def maxsim_fused(queries: Sequence[torch.Tensor], tokens, offsets: torch.Tensor,
                  pages: Optional[Sequence[int]] = None, scales: Optional[np.ndarray] = None) -> torch.Tensor:
-    """Exact MaxSim ``(n_queries, len(pages))`` in float32 over ``tokens`` (a ``(T, dim)`` float16/float32
-    tensor or an ``Int8Tokens``) laid out by ``offsets``; ``pages`` picks page indices (default: all).
+    """Exact MaxSim ``(n_queries, len(pages))`` in float32 over ``tokens`` (a ``(T, dim)`` float16/bfloat16/
+    float32 tensor or an ``Int8Tokens``) laid out by ``offsets``; ``pages`` picks page indices (default: all).
     An empty page scores -inf (it matches nothing), as in the matmul path."""
     global _compile_seconds
     token_array, token_scales = as_kernel_arrays(tokens)

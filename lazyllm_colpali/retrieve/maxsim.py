@@ -4,8 +4,11 @@
 
 - :func:`maxsim_reference` is the obviously-correct definition (one page at a time, float32). Every fast
   path is tested against it, and it matches colpali-engine's ``processor.score_multi_vector``.
-- :func:`maxsim_packed` is the fast path. On CPU it runs the fused kernel of :mod:`.kernel` (numba), which
-  reads fp16 / fp32 / int8 tokens as stored and never builds a similarity matrix. On CUDA, tokens already
+- :func:`maxsim_packed` is the fast path. On CPU, bf16 tokens and int8 codes go to the matrix units where
+  the CPU has them (:mod:`.kernel_units`: torch/oneDNN bf16 and int8 GEMMs on cache-sized tiles, per-page
+  max fused into the tile loop; AVX-512 BF16 / VNNI / AMX, see :mod:`.cpu_features`); everything else (and
+  every CPU without the units) runs the fused kernel of :mod:`.kernel` (numba), which reads fp16 / bf16 /
+  fp32 / int8 tokens as stored and never builds a similarity matrix. On CUDA, tokens already
   on the GPU go through the Triton kernel of :mod:`.kernel_gpu` (measured at the memory-bandwidth bound on
   an H200). Elsewhere (host tensors streamed to a GPU, 1-bit codes, no numba/triton) it uses
   :func:`maxsim_matmul`.
@@ -20,7 +23,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from ..store.vector_file import PackedMultiVectors
-from . import kernel
+from . import kernel, kernel_units
 
 
 def maxsim_reference(queries: Sequence[torch.Tensor], pages: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -51,7 +54,7 @@ def _chunks(offsets: torch.Tensor, max_tokens: int) -> List[tuple]:
 
 def _fused_reads(tokens) -> bool:
     if isinstance(tokens, torch.Tensor):
-        return tokens.dtype in (torch.float16, torch.float32) and tokens.device.type == 'cpu'
+        return tokens.dtype in (torch.float16, torch.bfloat16, torch.float32) and tokens.device.type == 'cpu'
     return hasattr(tokens, 'codes') and hasattr(tokens, 'scales')   # Int8Tokens
 
 
@@ -67,6 +70,8 @@ def maxsim_packed(queries: Sequence[torch.Tensor], packed: PackedMultiVectors, *
     >>> maxsim_packed([q], packed)
     tensor([[1.5000, 2.0000]])
     """
+    if device == 'cpu' and kernel_units.available(packed.tokens):   # bf16 / int8 on the CPU's matrix units
+        return kernel_units.maxsim_tiles(queries, packed.tokens, packed.offsets, pages=pages)
     if device == 'cpu' and kernel.available() and _fused_reads(packed.tokens):
         return kernel.maxsim_fused(queries, packed.tokens, packed.offsets, pages=pages)
     if device.startswith('cuda') and isinstance(packed.tokens, torch.Tensor) and packed.tokens.is_cuda:

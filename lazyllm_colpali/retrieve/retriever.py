@@ -13,13 +13,20 @@ from ..errors import EmptyQueryError
 from ..logging import LOG
 from ..store.base import Filters, MultiVectorStore
 from ..store.vector_file import PackedMultiVectors
-from . import kernel
+from . import kernel, kernel_units
 from .candidates import CentroidIndex
 from .compression import compress
 from .maxsim import maxsim_packed, topk
 
 MODES = ('auto', 'exact', 'candidates', 'centroids')
-SCORING_DTYPES = ('float16', 'int8', 'float32')
+SCORING_DTYPES = ('float16', 'bfloat16', 'int8', 'float32')
+RERANK_FACTOR = 4   # approximate layouts: the best 4x the wanted pages are re-scored exactly from the stored tokens
+
+
+def _approximate(scoring: PackedMultiVectors, source: PackedMultiVectors) -> bool:
+    """A scoring layout derived with rounding (int8 codes, a bf16 copy), whose best pages get re-scored."""
+    tokens = scoring.tokens
+    return scoring is not source and (hasattr(tokens, 'codes') or tokens.dtype == torch.bfloat16)
 
 
 @dataclass
@@ -51,9 +58,12 @@ class MaxSimRetriever:
     minutes on such a machine and recall@10 ~0.985 (measured in benchmarks/bench_maxsim.py, bench_scale.py).
 
     Scoring layout on CPU (``scoring_dtype``): ``float16`` scores the store's tokens as stored with the fused
-    kernel (:mod:`.kernel`), no copy; ``int8`` derives per-token int8 codes in memory (half the bytes, top-10
-    kept, see docs/performance.md); ``float32`` keeps a float32 copy while it fits in ``cache_bytes``. Without numba the
-    CPU path falls back to chunked matmuls over a float32 copy (the previous default). On CUDA the fp16
+    kernel (:mod:`.kernel`), no copy, exact; ``int8`` derives per-token int8 codes in memory (half the bytes;
+    int8 dot products on VNNI / AMX CPUs, :mod:`.kernel_units`) and ``bfloat16`` a bf16 copy (bf16 GEMMs on
+    AVX-512 BF16 / AMX CPUs); both then re-score their best ``RERANK_FACTOR`` x the wanted pages exactly from
+    the stored tokens, so returned scores are exact and the order among them too (recall@10 against
+    exhaustive exact: docs/maxsim-cpu.md); ``float32`` keeps a float32 copy while it fits in ``cache_bytes``.
+    Without numba the CPU path falls back to chunked matmuls over a float32 copy. On CUDA the fp16
     tokens are kept on the GPU and scored by the Triton kernel (:mod:`.kernel_gpu`) when triton is installed.
     """
 
@@ -91,8 +101,8 @@ class MaxSimRetriever:
         fused = kernel.available()
         if fused and self.scoring_dtype == 'float16':
             return packed                                  # the kernel reads the stored tokens directly
-        if fused and self.scoring_dtype == 'int8':
-            return compress(packed, 'int8')
+        if self.scoring_dtype in ('int8', 'bfloat16') and (fused or kernel_units.has_units(self.scoring_dtype)):
+            return compress(packed, self.scoring_dtype)
         fits = packed.tokens.numel() * 4 <= self.cache_bytes
         return compress(packed, 'float32') if fits else packed
 
@@ -203,9 +213,17 @@ class MaxSimRetriever:
         scores = maxsim_packed([query], scoring, pages=indices, device=self.device)[0]
         # A few spare pages: a page whose vectors are stored but whose row is not visible yet (a writer between
         # its commit steps) or already deleted (another machine) is skipped, and the next one takes its place.
-        values, order = topk(scores, 2 * topk_ + 8)
-        ids = source.page_ids if indices is None else [source.page_ids[i] for i in indices]
-        chosen = [ids[int(i)] for i in order]
+        want = 2 * topk_ + 8
+        if not _approximate(scoring, source):
+            values, order = topk(scores, want)
+            positions = order.tolist() if indices is None else [indices[int(i)] for i in order]
+        else:   # approximate layout: its best candidates re-scored exactly from the stored tokens
+            _, order = topk(scores, RERANK_FACTOR * want)
+            candidates = order.tolist() if indices is None else [indices[int(i)] for i in order]
+            exact = maxsim_packed([query], source, pages=candidates)[0]
+            values, best = topk(exact, want)
+            positions = [candidates[int(i)] for i in best]
+        chosen = [source.page_ids[i] for i in positions]
         records = self.store.records(chosen)
         hits = [SearchHit(page_id=r.page_id, doc_id=r.doc_id, source=r.source, file_name=r.file_name,
                           page=r.page_number, score=float(v), image_path=r.image_path, metadata=r.metadata,

@@ -1,7 +1,9 @@
 """JSON search API over a :class:`ColPaliIndex`, for programs (FastAPI; bind to 127.0.0.1 by default).
 
-    POST /search   {"query": "...", "topk": 5, "filters": {"file": "a.pdf", "pages": [1, 3]}}
+    POST /search   {"query": "...", "topk": 5, "filters": {"file": "a.pdf", "pages": [1, 3]}, "hops": 1}
                    -> {"hits": [{"file_name", "page", "score", "page_id", ...}], "ms": 12.3, "pages": 1234}
+                   (``hops`` > 1: multi-hop retrieval; each hit's metadata says its hop and bridge, and the
+                   answer adds "searches" and "trace": the bridges and new pages of every hop)
     POST /index    {"paths": ["/data/pdfs/new"]} -> {"job": "1"}   (only under --allow-root folders; queued)
     GET  /jobs/ID  -> {"state": "queued" | "running" | "done" | "failed" | "cancelled", "done": 3, "total": 9,
                        "report": {...}}
@@ -87,6 +89,7 @@ class SearchRequest(BaseModel):
     query: Text
     topk: Annotated[StrictInt, Field(ge=1, le=100)] = 5
     filters: Optional[SearchFilters] = None
+    hops: Annotated[StrictInt, Field(ge=1, le=8)] = 1
 
 
 class IndexRequest(BaseModel):
@@ -262,6 +265,8 @@ def create_app(index: ColPaliIndex, *, allow_roots: Sequence[Union[str, Path]] =
         return result
 
     worker = IngestWorker(ingest, max_pending=max_pending)
+    from ..multihop import IndexArm, MultiHopRetriever
+    chain = MultiHopRetriever(IndexArm(index))   # collection terms built at the first multi-hop search
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -284,12 +289,19 @@ def create_app(index: ColPaliIndex, *, allow_roots: Sequence[Union[str, Path]] =
     def search(request: SearchRequest) -> Dict[str, Any]:
         start = time.perf_counter()
         filters = request.filters.to_store() if request.filters else None
+        extra: Dict[str, Any] = {}
         try:
-            hits = index.search(request.query, request.topk, filters or None)
+            if request.hops > 1:
+                result = chain.search_with_trace(request.query, filters or None, topk=request.topk, hops=request.hops)
+                hits = result.hits
+                extra = {'searches': result.searches, 'stopped': result.stopped,
+                         'trace': [vars(h) for h in result.hops]}
+            else:
+                hits = index.search(request.query, request.topk, filters or None)
         except (ColPaliError, ValueError) as e:   # the client's to fix: say what is wrong
             raise HTTPException(status_code=400, detail=str(e))
         return {'hits': [h.to_dict() for h in hits], 'ms': (time.perf_counter() - start) * 1000,
-                'pages': len(index.store.packed())}
+                'pages': len(index.store.packed()), **extra}
 
     @app.post('/index')
     def start_index(request: IndexRequest) -> Dict[str, str]:
