@@ -16,7 +16,7 @@ layer; region OCR is then timed on its own: how many pages have a figure, table 
 word over it, and what OCRing those crops costs.
 
     heavy python benchmarks/bench_layout_words.py --corpus /work/corpus-debian/pdf --corpus ../shared/corpus/real \\
-        --pages 400 --baseline-ref main --out benchmarks/results/layout_words.json
+        --pages 400 --baseline-ref d57b193 --out benchmarks/results/layout_words.json
 """
 from __future__ import annotations
 
