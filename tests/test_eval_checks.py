@@ -53,6 +53,7 @@ def test_unreachable_gold_pages_and_duplicate_qrels_are_reported_by_query_before
     duplicates, unreachable = dataset.notes
     assert duplicates.startswith(f'{tmp_path / "qrels.tsv"}: 2 duplicate qrel lines')
     assert duplicates.endswith('line 5 repeats line 4, line 6 repeats line 1')
+    assert '2 gold pages no arm can return' in unreachable
     assert 'qrels.tsv:2: query b: manual.pdf#0 (the file has 3 pages)' in unreachable
     assert 'qrels.tsv:3: query c: manual.pdf#4 (the file has 3 pages)' in unreachable and 'query a' not in unreachable
     assert dataset.qrels['d'] == {'manual.pdf#3': 2}                 # the last grade is kept

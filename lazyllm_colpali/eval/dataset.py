@@ -63,7 +63,8 @@ class EvalDataset:
         if unreachable:
             shown = '; '.join(f'{self._where(qid, key)}query {qid}: {key} ({why})'
                               for qid, key, why in unreachable[:20])
-            self.note(f'{self.name}: {len(unreachable)} gold pages no arm can return (page 0 or past the last page '
+            pages = f'{len(unreachable)} gold page' + 's' * (len(unreachable) != 1)
+            self.note(f'{self.name}: {pages} no arm can return (page 0 or past the last page '
                       f'of their file; they count as misses): {shown}' + (' ...' if len(unreachable) > 20 else ''))
 
     def unreachable_pages(self) -> List[Tuple[str, str, str]]:
