@@ -93,8 +93,10 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     born_digital = auto.extract(corpus / 'arxiv_2005.11401v4_rag.pdf')
     auto_s = time.perf_counter() - start
+    layer = dict(TextLayerExtractor().pages(corpus / 'arxiv_2005.11401v4_rag.pdf'))
+    ocr_pages = sum(text != layer[number] for number, text in born_digital)   # bare images OCRed (p. 17)
     result = {'scan': scan.name, 'pages': sorted(numbers), 'rows': rows, 'corpus_pages': layer_only,
-              'auto_on_rag_paper': {'pages': len(born_digital), 'seconds': auto_s, 'ocr_pages': 0,
+              'auto_on_rag_paper': {'pages': len(born_digital), 'seconds': auto_s, 'ocr_pages': ocr_pages,
                                     'ocr_all_estimate_s': len(born_digital) * base}}
 
     print(f'rapidocr on {scan.name} pages {sorted(numbers)} (ground truth: the RAG paper\'s text layer)')
@@ -106,7 +108,8 @@ def main(argv=None) -> dict:
     total = sum(v['pages'] for v in layer_only.values())
     need = sum(v['needs_ocr'] for v in layer_only.values())
     print(f'OCR only where the text layer is empty: {need} of {total} real pages need it; the 19-page RAG paper '
-          f'takes {auto_s:.2f} s with the auto extractor vs ~{len(born_digital) * base:.0f} s to OCR every page')
+          f'takes {auto_s:.2f} s with the auto extractor ({ocr_pages} page with a bare image OCRed) vs '
+          f'~{len(born_digital) * base:.0f} s to OCR every page')
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

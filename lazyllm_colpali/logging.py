@@ -11,8 +11,8 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-__all__ = ['LOG', 'drop_alloc_timestamp_noise', 'quiet_environment', 'quiet_loggers', 'quiet_progress_bars',
-           'quiet_transformers', 'verbose']
+__all__ = ['LOG', 'drop_alloc_timestamp_noise', 'drop_ocr_noise', 'quiet_environment', 'quiet_loggers',
+           'quiet_progress_bars', 'quiet_transformers', 'verbose']
 
 # Third-party loggers whose INFO lines (server ports, faiss loading, OCR model paths) bury a command's result.
 NOISY_LOGGERS = ('milvus_lite', 'faiss', 'faiss.loader', 'pymilvus', 'bm25s', 'jieba', 'RapidOCR', 'matplotlib',
@@ -92,6 +92,30 @@ def quiet_transformers() -> Iterator[None]:
                     hf_logging.enable_progress_bar()
 
 
+class _OcrNoiseFilter(logging.Filter):
+    """RapidOCR's INFO lines (model paths, each time an engine loads) and its "The text detection result is
+    empty" warning (one for every image without text: to this package an answer, not a problem). RapidOCR
+    resets its logger's level whenever it builds an engine, so this is a filter on the logger itself (its
+    own handler prints, not the root's). Shown again with -v (``quiet_loggers(verbose=True)``)."""
+
+    verbose = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.verbose:
+            return True
+        return record.levelno >= logging.WARNING and 'text detection result is empty' not in record.getMessage()
+
+
+_OCR_NOISE = _OcrNoiseFilter()
+
+
+def drop_ocr_noise() -> None:
+    """Install the filter on RapidOCR's logger (idempotent); library code calls it when it loads the engine."""
+    logger = logging.getLogger('RapidOCR')
+    if _OCR_NOISE not in logger.filters:
+        logger.addFilter(_OCR_NOISE)
+
+
 def quiet_environment(verbose: bool = False) -> None:
     """Before LazyLLM / transformers are imported: their INFO logs, the weights-loading bars and one-off
     warnings off unless ``verbose``. Process-wide, so for programs (the CLI), not for library code."""
@@ -122,6 +146,7 @@ def quiet_loggers(verbose: bool = False) -> None:
     import warnings
 
     drop_alloc_timestamp_noise()
+    _OcrNoiseFilter.verbose = verbose
     if verbose:
         return
     for name in NOISY_LOGGERS:   # the level covers child loggers, the filter a library resetting its level

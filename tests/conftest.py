@@ -77,9 +77,12 @@ def db_path(tmp_path):
 
 @pytest.fixture(scope='session')
 def corpus_dir():
-    if not CORPUS.is_dir():
-        pytest.skip(f'real corpus not found at {CORPUS}')
-    return CORPUS
+    from lazyllm_colpali.devtools.corpus import real_corpus
+
+    corpus = real_corpus()
+    if corpus is None:
+        pytest.skip('real corpus not found (../shared/corpus/real or LAZYLLM_COLPALI_REAL_CORPUS)')
+    return corpus
 
 
 @pytest.fixture(scope='session')

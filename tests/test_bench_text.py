@@ -34,3 +34,17 @@ def test_bench_ocr_smoke(tmp_path, corpus_dir):
     assert row['pages'] == 1 and row['pages_per_s'] > 0
     assert 0.6 <= row['words_recovered'] <= 1.0 and 0.6 <= row['chars_recovered'] <= 1.0
     assert data['corpus_pages']['en_image_only.pdf'] == {**data['corpus_pages']['en_image_only.pdf'], 'needs_ocr': 2}
+
+
+def test_bench_layout_words_smoke(tmp_path, corpus_dir):
+    import bench_layout_words
+
+    out = tmp_path / 'layout_words.json'
+    bench_layout_words.main(['--corpus', str(corpus_dir), '--pages', '2', '--per-doc', '1', '--baseline-ref', '',
+                             '--out', str(out)])
+    data = json.loads(out.read_text())
+    after = data['sides']['after']
+    assert after['pages'] == 2 and len(data['pages']) == 2 and set(data['sides']) == {'after'}
+    assert after['foreign_words'] == 0                                          # words of the text layer only
+    assert sum(page['layer_words'] for page in after['per_page'].values()) > 100
+    assert set(data['region_ocr']['steps']) == {'render', 'layout model', 'text-layer words', 'region OCR'}

@@ -81,7 +81,7 @@ def test_real_paper_pages_become_markdown_with_headings_captions_and_table_rows(
     # Table 1: caption attached to the table, then cell text in rows.
     table = pages[6].split('**Table:** Table 1: Open-Domain QA Test Scores.')[1]
     rows = [line for line in table.split('\n\n')[1].splitlines() if line.startswith('|')]
-    assert rows[1] == '|---|' and any('RAG-Seq.' in r and '44.5' in r and '52.2' in r for r in rows)
+    assert rows[1].startswith('|---|') and any('RAG-Seq.' in r and '44.5' in r and '52.2' in r for r in rows)
     assert not re.search(r'\n\n\d+$', pages[6])                 # the page number (footer) is dropped
 
 
@@ -109,12 +109,14 @@ def test_region_cleanup_captions_and_orphan_lines():
                Region('figure', (100, 600, 500, 800), 0.9), Region('figure_caption', (100, 810, 500, 830), 0.9)]
     cleaned = clean_regions(regions, page)
     assert [r.label for r in cleaned].count('title') == 0 and len(cleaned) == 5
-    lines = [Line((110, 310, 490, 330), 'Body text.'), Line((110, 505, 490, 515), 'Mid page.'),
+    lines = [Line((110, 310, 490, 322), 'Body text.'), Line((110, 505, 490, 515), 'Mid page.'),
              Line((110, 25, 490, 35), 'Running head'), Line((110, 812, 490, 828), 'Figure 3: Flow rate.'),
-             Line((150, 700, 200, 710), 'bar'), Line((110, 900, 490, 915), 'A line no region holds.')]
+             Line((150, 700, 200, 710), 'bar'), Line((110, 900, 490, 912), 'A line no region holds.')]
     md = page_markdown(regions, lines, page)
-    assert md.split('\n\n') == ['Body text.', 'Mid page.', '**Figure:** Figure 3: Flow rate.', 'bar',
-                                'A line no region holds.']
+    # Five lines of body: a sparse page (a slide), whose top line is its title rather than a running head
+    # (test_layout_fidelity.py drops one on a page of body text).
+    assert md.split('\n\n') == ['## Running head', 'Body text.', 'Mid page.', '**Figure:** Figure 3: Flow rate.',
+                                'bar', 'A line no region holds.']
     # A caption without a figure or table nearby stays a paragraph.
     alone = attach_captions([Region('table_caption', (0, 0, 10, 10), 1.0, [Line((0, 0, 10, 10), 'Table 9.')])])
     assert [r.label for r in alone] == ['table_caption']

@@ -265,9 +265,12 @@ def _index_arm(arm: _Arm, dataset: EvalDataset, result: ArmResult, stats: Dict[s
     result.pages = report.added_pages + report.skipped_pages
     if report.added_pages:   # a reused workdir keeps the timing of the run that built the index
         stats[arm.name] = {'seconds': elapsed, 'pages': report.added_pages}
-    timing = stats.get(arm.name, {'seconds': elapsed, 'pages': max(1, report.added_pages)})
-    result.index_seconds = timing['seconds']
-    result.index_s_per_page = timing['seconds'] / max(1, timing['pages'])
+    timing = stats.get(arm.name)
+    if timing is not None:
+        result.index_seconds = timing['seconds']
+        result.index_s_per_page = timing['seconds'] / max(1, timing['pages'])
+    else:   # reused from a workdir without its stats file: the check is not the build, say so
+        result.note = '; '.join(filter(None, [result.note, 'index reused, build time not recorded']))
     storage = _storage(arm)
     result.bytes_per_page = sum(storage.values()) / max(1, result.pages)
     result.index_bytes_per_page = sum(v for k, v in storage.items() if k != 'images') / max(1, result.pages)

@@ -61,8 +61,10 @@ def format_table(report: EvalReport) -> str:
                      _size(arm.index_bytes_per_page), arm.note])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda cells: '| ' + ' | '.join(c.ljust(w) for c, w in zip(cells, widths)) + ' |'  # noqa: E731
-    title = (f'{report.dataset}: {report.n_queries} queries, {report.n_pages} pages, top-{report.topk}, '
-             f'model {report.model}')
+    # The visual model is named only where a visual arm ran (colpali, colpali@PATH, colpali+context).
+    visual = any(arm.arm.startswith('colpali') for arm in report.arms)
+    title = (f'{report.dataset}: {report.n_queries} queries, {report.n_pages} pages, top-{report.topk}'
+             + (f', model {report.model}' if visual else ''))
     return '\n'.join([title, '', line(header), '|' + '|'.join('-' * (w + 2) for w in widths) + '|',
                       *map(line, rows), *([''] + list(report.notes) if report.notes else [])])
 

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import ColPaliError, DocumentError
 from ..ingest.render import count_pages, pdf_pages, render_pages
 from ..ingest.sources import IMAGE_SUFFIXES
+from .geometry import Line
 
 PageTexts = List[Tuple[int, str]]
 
@@ -76,10 +77,14 @@ class TextLayerExtractor(TextExtractor):
         for number, page in pdf_pages(path, todo):
             textpage = page.get_textpage()
             try:
-                # PDFium marks line ends with \r\n; normalise so downstream tokenisers see plain newlines.
-                yield number, textpage.get_text_bounded().replace('\r\n', '\n').replace('\r', '\n').strip()
+                yield number, self.normalise(textpage.get_text_bounded())
             finally:
                 textpage.close()
+
+    @staticmethod
+    def normalise(text: str) -> str:
+        # PDFium marks line ends with \r\n; normalise so downstream tokenisers see plain newlines.
+        return text.replace('\r\n', '\n').replace('\r', '\n').strip()
 
 
 class OcrExtractor(TextExtractor):
@@ -119,13 +124,23 @@ class OcrExtractor(TextExtractor):
                     raise ExtractorUnavailableError(
                         'OCR needs rapidocr and onnxruntime: pip install "rapidocr>=3.10,<4" onnxruntime '
                         '(the rapidocr wheel ships its models, no download)') from e
+                from ..logging import drop_ocr_noise
+
+                drop_ocr_noise()   # its INFO lines and "detection result is empty" warnings: only with -v
                 self._engines[key] = RapidOCR(params=self.params or None)
             return self._engines[key]
 
     def ocr_image(self, image) -> str:
+        return '\n'.join(line.text for line in self.lines(image)).strip()
+
+    def lines(self, image) -> List[Line]:
+        """The text lines OCR reads in ``image`` (PIL), with their boxes in its pixels, in reading order."""
         result = self.engine()(np.asarray(image.convert('RGB')))
-        texts, scores = result.txts or (), result.scores or ()
-        return '\n'.join(t for t, s in zip(texts, scores) if s >= self.min_confidence).strip()
+        if result.boxes is None or not result.txts:
+            return []
+        return [Line((float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 0].max()), float(b[:, 1].max())), t)
+                for b, t, s in zip(np.asarray(result.boxes), result.txts, result.scores)
+                if s >= self.min_confidence and t.strip()]
 
     def pages(self, path: Path, todo: Optional[Set[int]] = None) -> Iterator[Tuple[int, str]]:
         for number, image in render_pages(path, dpi=self.dpi, max_side=self.max_side, pages=todo):
@@ -134,26 +149,67 @@ class OcrExtractor(TextExtractor):
 
 class AutoExtractor(TextExtractor):
     """Text layer where a page has a usable one (fast, exact), OCR for the others: fewer than ``min_chars``
-    characters (scans, image-only pages, photos) or mostly junk glyph codes. Only those pages are rendered."""
+    characters (scans, image-only pages, photos) or mostly junk glyph codes. On a page with a usable text
+    layer, image objects covering ``image_min_fraction`` of the page or more with no text-layer character
+    over them (a scanned table under a typed heading, a screenshot) are OCRed too and their text follows the
+    layer's (``image_ocr``). Only pages that need OCR are rendered."""
 
     name = 'auto'
 
-    def __init__(self, min_chars: int = 20, ocr: Optional[OcrExtractor] = None):
+    def __init__(self, min_chars: int = 20, ocr: Optional[OcrExtractor] = None, image_ocr: bool = True,
+                 image_min_fraction: Optional[float] = None):
+        from .region_ocr import MIN_FRACTION
+
         self.min_chars = min_chars
         self.layer = TextLayerExtractor()
         self.ocr = ocr or OcrExtractor()
+        self.image_ocr = image_ocr
+        self.image_min_fraction = MIN_FRACTION if image_min_fraction is None else image_min_fraction
 
     def pages(self, path: Path, todo: Optional[Set[int]] = None) -> Iterator[Tuple[int, str]]:
-        layer = dict(self.layer.pages(path, todo))
+        layer, bare = self._read_layer(path, todo)
         scans = {n for n, text in layer.items() if not text_layer_usable(text, self.min_chars)}
-        images = render_pages(path, dpi=self.ocr.dpi, max_side=self.ocr.max_side, pages=scans) if scans else iter(())
+        wanted = scans | set(bare)
+        images = render_pages(path, dpi=self.ocr.dpi, max_side=self.ocr.max_side, pages=wanted) if wanted else iter(())
         ocr_next = next(images, None)
         for number in sorted(layer):
-            if ocr_next is not None and ocr_next[0] == number:
-                yield number, self.ocr.ocr_image(ocr_next[1])
-                ocr_next = next(images, None)
-            else:
+            if ocr_next is None or ocr_next[0] != number:
                 yield number, layer[number]
+                continue
+            image = ocr_next[1]
+            ocr_next = next(images, None)
+            if number in scans:
+                yield number, self.ocr.ocr_image(image)
+            else:
+                yield number, '\n'.join([layer[number], *self._ocr_images(image, bare[number])]).strip()
+
+    def _read_layer(self, path: Path, todo: Optional[Set[int]]) -> Tuple[Dict[int, str], Dict[int, List]]:
+        """Each page's text layer, and the bare image objects (fractions of the page) of the usable ones."""
+        from .pdf_layer import bare_images
+
+        if path.suffix.lower() in IMAGE_SUFFIXES or not self.image_ocr:
+            return dict(self.layer.pages(path, todo)), {}
+        layer, bare = {}, {}
+        for number, page in pdf_pages(path, todo):
+            textpage = page.get_textpage()
+            try:
+                layer[number] = TextLayerExtractor.normalise(textpage.get_text_bounded())
+                if text_layer_usable(layer[number], self.min_chars):
+                    boxes = bare_images(page, textpage, self.image_min_fraction)
+                    if boxes:
+                        bare[number] = boxes
+            finally:
+                textpage.close()
+        return layer, bare
+
+    def _ocr_images(self, image, fractions: List) -> List[str]:
+        from .region_ocr import bare_boxes, ocr_boxes
+
+        width, height = image.size
+        boxes = bare_boxes([(x0 * width, y0 * height, x1 * width, y1 * height) for x0, y0, x1, y1 in fractions],
+                           [], width * height, 0.0)   # each pixel once where images overlap
+        lines = ocr_boxes(image, sorted(boxes, key=lambda b: (b[1], b[0])), self.ocr)
+        return [line.text for line in lines]
 
 
 class MinerUExtractor(TextExtractor):
