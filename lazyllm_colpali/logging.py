@@ -52,9 +52,13 @@ def drop_alloc_timestamp_noise() -> None:
         logger.addFilter(_FILTER)
 
 
+_LOUD = False   # quiet_loggers(verbose=True) was called: a program asked for everything
+
+
 def verbose() -> bool:
-    """Whether third-party logs, warnings and bars should show: ``LAZYLLM_COLPALI_VERBOSE=1`` (the CLI's ``-v``)."""
-    return os.environ.get('LAZYLLM_COLPALI_VERBOSE', '').lower() in ('1', 'true', 'yes', 'on')
+    """Whether third-party logs, warnings and bars should show: ``LAZYLLM_COLPALI_VERBOSE=1`` (the CLI's ``-v``)
+    or a program's ``quiet_loggers(verbose=True)``."""
+    return _LOUD or os.environ.get('LAZYLLM_COLPALI_VERBOSE', '').lower() in ('1', 'true', 'yes', 'on')
 
 
 _QUIET_LOCK = threading.Lock()
@@ -145,8 +149,9 @@ def quiet_loggers(verbose: bool = False) -> None:
     """After :func:`quiet_environment`: third-party INFO/DEBUG lines and warnings off unless ``verbose``."""
     import warnings
 
+    global _LOUD
     drop_alloc_timestamp_noise()
-    _OcrNoiseFilter.verbose = verbose
+    _OcrNoiseFilter.verbose = _LOUD = verbose
     if verbose:
         return
     for name in NOISY_LOGGERS:   # the level covers child loggers, the filter a library resetting its level
