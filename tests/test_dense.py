@@ -17,7 +17,6 @@ from lazyllm_colpali.errors import UnsupportedModelError
 from lazyllm_colpali.models.dense import DenseEncoder, detect_dense_family
 from lazyllm_colpali.models.identity import ModelMismatchError
 from lazyllm_colpali.store.milvus_store import MilvusMultiVectorStore
-from tests.test_shared_store import lite_server, milvus23, server_uri  # noqa: F401  (server fixtures)
 
 FAMILIES = ['biqwen2', 'biqwen2_5', 'biidefics3', 'bimodernvbert', 'bipali', 'dse_qwen2', 'gme_qwen2']
 
@@ -122,7 +121,7 @@ def _coloured_pages(folder):
     return folder
 
 
-def test_dense_arm_on_a_server_seen_from_another_machine(server_uri, dense_encoder, tmp_path):  # noqa: F811
+def test_dense_arm_on_a_server_seen_from_another_machine(server_uri, dense_encoder, tmp_path):
     collection = dense_collection(f'c{uuid.uuid4().hex[:10]}')
     shared = tmp_path / 'shared'
     pdf_dir = _coloured_pages(tmp_path / 'pages')
