@@ -88,7 +88,7 @@ def test_bad_requests_are_clear(served):
     r = httpx.post(f'{url}/search', json={'query': 'x', 'filters': {'colour': 'red'}}, timeout=30)
     assert r.status_code == 400 and r.json()['detail'].startswith('filters.colour: unknown filter')
     assert httpx.get(f'{url}/jobs/999', timeout=30).status_code == 404
-    assert httpx.get(f'{url}/health', timeout=30).json() == {'pages': 6}
+    assert httpx.get(f'{url}/health', timeout=30).json() == {'status': 'ok', 'pages': 6}
 
 
 def test_load_eight_clients_search_while_a_large_pdf_uploads(tmp_path, tiny_model_dir):
