@@ -154,7 +154,8 @@ def test_kill_9_mid_training_then_resume_finishes_with_the_same_data_order(task,
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / 'finetune_report.json').exists()
-    # a checkpoint torn by the kill (no trainer_state.json yet) must not be resumed from
+    # a checkpoint torn by the kill: its adapter file cut short, with or without trainer_state.json (under
+    # load the kill can come after checkpoint-6 was saved; then the same bytes stand for rot on disk)
     torn = out / 'checkpoints' / 'checkpoint-6'
     torn.mkdir(exist_ok=True)
     (torn / 'adapter_model.safetensors').write_bytes(b'partial')
@@ -163,14 +164,51 @@ def test_kill_9_mid_training_then_resume_finishes_with_the_same_data_order(task,
     noise = [w for w in ('Traceback', 'INFO', 'Loading weights', 'Warning', 'warn') if w in result.stderr]
     assert not noise, result.stderr[-3000:]                       # third-party noise only with -v
     report = json.loads((out / 'finetune_report.json').read_text())
-    assert report['status'] == 'finished' and report['steps'] == 8 and report['resumed_from_step'] in (4, 6)
-    assert report['resumed_from_step'] == 4 or (out / 'data_order.jsonl').exists()
+    # checkpoint-6 is torn (or, when the kill came after it was saved, rotten): never resumed from, named
+    assert report['status'] == 'finished' and report['steps'] == 8 and report['resumed_from_step'] in (4, 8)
+    assert any(d.startswith('checkpoint-6: ') for d in report['discarded_checkpoints'])
+    assert 'resumed from step' in result.stdout and 'removed checkpoint-6' in result.stdout
     # the resumed run consumed exactly the batches an uninterrupted run did, in the same order
     assert (out / 'data_order.jsonl').read_text() == (tmp_path / 'whole' / 'data_order.jsonl').read_text()
     assert report['data_order_sha256'] == reference['data_order_sha256']
     from lazyllm_colpali import ColPaliEncoder
     vectors = ColPaliEncoder(str(out)).encode_queries(['red circle on blue'])[0]
     assert vectors.shape[1] == 128 and bool(vectors.isfinite().all())
+
+
+def test_resume_skips_torn_and_rotten_checkpoints_for_the_last_complete_one(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from lazyllm_colpali.training.run_folder import RunFolder
+
+    run = RunFolder(tmp_path / 'out')
+
+    def checkpoint(step, adapter=True, state=True, optimizer=True):
+        folder = run.checkpoints / f'checkpoint-{step}'
+        folder.mkdir(parents=True)
+        if adapter:
+            save_file({'lora_A': torch.ones(2, 3)}, str(folder / 'adapter_model.safetensors'))
+        if optimizer:
+            torch.save({'state': {}}, folder / 'optimizer.pt')
+        if state:
+            (folder / 'trainer_state.json').write_text(json.dumps({'global_step': step}))
+        return folder
+
+    checkpoint(2)
+    good = checkpoint(4)
+    rotten = checkpoint(6)                      # saved completely, then its adapter rotted on disk
+    data = bytearray((rotten / 'adapter_model.safetensors').read_bytes())
+    data[:8] = (10 ** 9).to_bytes(8, 'little')  # the header length now points past the file's end
+    (rotten / 'adapter_model.safetensors').write_bytes(bytes(data))
+    checkpoint(8, optimizer=False)              # cut short between the adapter and the optimizer state
+    checkpoint(10, state=False)                 # cut short before trainer_state.json
+    (checkpoint(12, adapter=False) / 'adapter_model.safetensors').write_bytes(b'partial')
+    assert run.last_checkpoint() == good
+    assert sorted(d.split(':')[0] for d in run.discarded) == \
+        ['checkpoint-10', 'checkpoint-12', 'checkpoint-6', 'checkpoint-8']
+    assert any('checkpoint-6: adapter_model.safetensors does not read' in d for d in run.discarded)
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ['checkpoint-2', 'checkpoint-4']
 
 
 def test_adapter_round_trips_through_index_search_and_eval(trained, task, tiny_colqwen2, tmp_path):

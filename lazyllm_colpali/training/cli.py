@@ -112,6 +112,9 @@ def cmd_finetune(args) -> int:
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
+    if report.get('resumed_from_step') is not None:
+        skipped = ''.join(f'; removed {d}' for d in report.get('discarded_checkpoints', []))
+        print(f'resumed from step {report["resumed_from_step"]}{skipped}')
     pairs = report['pairs']
     if 'from_pdfs' in pairs:
         made = pairs['from_pdfs']

@@ -8,8 +8,9 @@
     OUT/adapter_config.json ...  the adapter and its processor (when training finished)
     OUT/finetune_report.json     written last: its presence means the adapter is complete
 
-A checkpoint is complete once ``trainer_state.json`` (the Trainer writes it last) parses; one cut short by
-``kill -9`` is removed on ``--resume`` and the previous one is used.
+A checkpoint is complete once ``trainer_state.json`` (the Trainer writes it last) parses, names the
+checkpoint's step, and the adapter and optimizer files it resumes from read; one cut short by ``kill -9`` or
+damaged on disk afterwards is removed on ``--resume`` and the previous one is used.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class RunFolder:
         self.out = Path(out)
         self.pairs = self.out / 'pairs'
         self.checkpoints = self.out / 'checkpoints'
+        self.discarded: List[str] = []   # checkpoints removed as incomplete or damaged, with the reason
 
     @property
     def report_file(self) -> Path:
@@ -107,21 +109,19 @@ class RunFolder:
                                 'now); resume with the same files, or start a new run with another --out')
 
     def valid_checkpoints(self) -> List[Path]:
-        """Complete checkpoints, oldest first; incomplete ones (cut short by a crash) are removed."""
+        """Complete checkpoints, oldest first. Incomplete ones (cut short by a crash) and damaged ones (an
+        adapter file whose header does not read, a missing optimizer state) are removed and remembered in
+        ``self.discarded`` so the report can name them; the previous complete one is used."""
         found = []
         for folder in self.checkpoints.glob('checkpoint-*'):
             suffix = folder.name.rsplit('-', 1)[-1]
             if not folder.is_dir() or not suffix.isdigit():
                 continue
-            try:
-                state = json.loads((folder / 'trainer_state.json').read_text())
-                complete = state.get('global_step') == int(suffix) and \
-                    any((folder / n).is_file() for n in ('adapter_model.safetensors', 'adapter_model.bin'))
-            except (OSError, ValueError):
-                complete = False
-            if complete:
+            problem = checkpoint_problem(folder, int(suffix))
+            if problem is None:
                 found.append(folder)
             else:
+                self.discarded.append(f'{folder.name}: {problem}')
                 shutil.rmtree(folder, ignore_errors=True)
         return sorted(found, key=lambda f: int(f.name.rsplit('-', 1)[-1]))
 
@@ -137,3 +137,28 @@ class RunFolder:
                 shutil.rmtree(target)
             os.replace(item, target)
         shutil.rmtree(staged, ignore_errors=True)
+
+
+def checkpoint_problem(folder: Path, step: int) -> Optional[str]:
+    """Why a Trainer checkpoint cannot be resumed from, or None. Reads only the state file and the adapter
+    file's header (safetensors' own reader), so checking is cheap at any model size."""
+    try:
+        state = json.loads((folder / 'trainer_state.json').read_text())
+    except (OSError, ValueError):
+        return 'no readable trainer_state.json (cut short while saving)'
+    if state.get('global_step') != step:
+        return f'trainer_state.json says step {state.get("global_step")}, not {step}'
+    safetensors_file = folder / 'adapter_model.safetensors'
+    if safetensors_file.is_file():
+        from safetensors import safe_open
+        try:
+            with safe_open(str(safetensors_file), framework='pt') as f:
+                f.keys()
+        except Exception as e:   # safetensors raises its own error type for torn or rotten headers
+            return f'adapter_model.safetensors does not read ({e})'
+    elif not (folder / 'adapter_model.bin').is_file():
+        return 'no adapter file'
+    optimizer = folder / 'optimizer.pt'
+    if not optimizer.is_file() or optimizer.stat().st_size == 0:
+        return 'no optimizer state'
+    return None

@@ -327,6 +327,7 @@ def finetune(settings: FinetuneSettings) -> Dict[str, Any]:
                   'val_pages_also_in_train': len({p.page for p in val} & {p.page for p in train}), **data_note},
         'mining': mining, 'steps': trainer.state.global_step, 'steps_per_epoch': steps_per_epoch,
         'epochs': trainer.state.global_step / steps_per_epoch, 'resumed_from_step': resumed_from,
+        'discarded_checkpoints': run.discarded,
         'loss_curve': history, 'train_loss_first': history[0][1] if history else None,
         'train_loss_last': history[-1][1] if history else None,
         'val_before': before, 'val_curve': curve.points, 'val_curve_cpu_s': curve.measuring_cpu_s,
