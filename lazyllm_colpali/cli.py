@@ -294,12 +294,19 @@ def _existing_stores(args):
                 if 'does not exist' not in str(e):
                     raise
         if not stores:
-            raise StoreError(f'collection {args.collection or DEFAULT_COLLECTION!r} does not exist in '
-                             f'{args.db or "the default --db"}; index some files first (or check --db / --collection)')
+            raise _no_collection(args)
         yield stores
     finally:
         for store in stores:
             store.close()
+
+
+def _no_collection(args):
+    from .errors import StoreError
+    from .settings import DEFAULT_COLLECTION
+
+    return StoreError(f'collection {args.collection or DEFAULT_COLLECTION!r} does not exist in '
+                      f'{args.db or "the default --db"}; index some files first (or check --db / --collection)')
 
 
 def _recorded_model(args, collection: Optional[str] = None) -> Optional[str]:
@@ -671,26 +678,33 @@ def cmd_check(args) -> int:
     from .settings import DEFAULT_COLLECTION
     from .store.collections import HalfCreatedError
 
-    for name in (args.collection or DEFAULT_COLLECTION, _dense_name(args)):   # the collection and its dense arm
-        try:
-            _open_store(args, create=False, collection=name).close()
-        except HalfCreatedError as e:
-            print(_shown(e))
-            if not args.repair:
-                print('inconsistent: run `lazyllm-colpali check --repair` to finish creating it')
-                return 1
-            _open_store(args, collection=name).close()   # creates what a stopped creation left out, checks it
-            print(f'finished creating the collection: it now has {", ".join(e.missing)}')
-        except StoreError:
-            pass   # not there: _existing_stores below says so when neither is
-    code = 0
-    with _existing_stores(args) as stores:   # each checked alike
-        for store in stores:
+    stores = []
+    try:
+        for name in (args.collection or DEFAULT_COLLECTION, _dense_name(args)):   # the collection and its dense arm
+            try:
+                stores.append(_open_store(args, create=False, collection=name))
+            except HalfCreatedError as e:
+                print(_shown(e))
+                if not args.repair:
+                    print('inconsistent: run `lazyllm-colpali check --repair` to finish creating it')
+                    return 1
+                stores.append(_open_store(args, collection=name))   # creates what a stopped creation left out
+                print(f'finished creating the collection: it now has {", ".join(e.missing)}')
+            except StoreError as e:
+                if 'does not exist' not in str(e):
+                    raise
+        if not stores:
+            raise _no_collection(args)
+        code = 0
+        for store in stores:   # each checked alike
             report = store.check(repair=args.repair)
             if args.repair and report['needs_encoding']:
                 report = _reencode(args, store, report)
             code = max(code, _print_check(args, report, f'[{store.collection}] ' if len(stores) > 1 else ''))
-    return code
+        return code
+    finally:
+        for store in stores:
+            store.close()
 
 
 def _print_check(args, report, prefix: str) -> int:

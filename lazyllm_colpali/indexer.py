@@ -226,8 +226,7 @@ class ColPaliIndex:
         from its stored vectors (see :mod:`lazyllm_colpali.retrieve.explain`). Computed only when asked."""
         from .retrieve.explain import PageExplainer
 
-        if not query or not query.strip():
-            raise EmptyQueryError('empty query: type what you are looking for')
+        check_query(query)   # the same refusals as search: empty, or longer than a question
         if self._explainer is None:
             self._explainer = PageExplainer(self.encoder, self.store, self.retriever)
         return self._explainer.explain(query, page)

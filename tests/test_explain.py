@@ -260,6 +260,7 @@ def test_api_explain_returns_the_png_or_the_grid(pooled_index):
                 ({'query': 'x', 'page_id': hit.page_id, 'format': 'gif'}, 400, 'format'),
                 ({'query': 'x', 'page_id': hit.page_id, 'token': 999}, 400, 'token'),
                 ({'query': 'x'}, 400, 'page_id'),
-                ({'query': '  ', 'page_id': hit.page_id}, 400, 'empty query')):
+                ({'query': '  ', 'page_id': hit.page_id}, 400, 'empty query'),
+                ({'query': 'why ' * 600, 'page_id': hit.page_id}, 400, 'longer than')):
             r = httpx.post(f'{url}/explain', json=body, timeout=60)
             assert r.status_code == status and says in r.json()['detail'], (body, r.status_code, r.text)
