@@ -280,33 +280,33 @@ def _dense_name(args) -> str:
 
 
 @contextmanager
-def _existing_stores(args):
-    """The collection and its dense arm (``<collection>_dense``), those of them that exist."""
+def _existing_stores(args, half_made=None):
+    """The collection and its dense arm (``<collection>_dense``), those of them that exist, each opened once.
+    ``half_made(name, error)`` is given a collection whose creation stopped half-way and returns the store to
+    use instead (without it, the ``HalfCreatedError`` is raised)."""
     from .errors import StoreError
     from .settings import DEFAULT_COLLECTION
+    from .store.collections import HalfCreatedError
 
     stores = []
     try:
         for name in (args.collection or DEFAULT_COLLECTION, _dense_name(args)):
             try:
                 stores.append(_open_store(args, create=False, collection=name))
+            except HalfCreatedError as e:
+                if half_made is None:
+                    raise
+                stores.append(half_made(name, e))
             except StoreError as e:
                 if 'does not exist' not in str(e):
                     raise
         if not stores:
-            raise _no_collection(args)
+            raise StoreError(f'collection {args.collection or DEFAULT_COLLECTION!r} does not exist in '
+                             f'{args.db or "the default --db"}; index some files first (or check --db / --collection)')
         yield stores
     finally:
         for store in stores:
             store.close()
-
-
-def _no_collection(args):
-    from .errors import StoreError
-    from .settings import DEFAULT_COLLECTION
-
-    return StoreError(f'collection {args.collection or DEFAULT_COLLECTION!r} does not exist in '
-                      f'{args.db or "the default --db"}; index some files first (or check --db / --collection)')
 
 
 def _recorded_model(args, collection: Optional[str] = None) -> Optional[str]:
@@ -674,37 +674,29 @@ def cmd_serve(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .errors import StoreError
-    from .settings import DEFAULT_COLLECTION
-    from .store.collections import HalfCreatedError
+    class LeftHalfMade(Exception):
+        pass
 
-    stores = []
+    def finish(name, e):
+        print(_shown(e))
+        if not args.repair:
+            print('inconsistent: run `lazyllm-colpali check --repair` to finish creating it')
+            raise LeftHalfMade
+        store = _open_store(args, collection=name)   # creates what a stopped creation left out
+        print(f'finished creating the collection: it now has {", ".join(e.missing)}')
+        return store
+
+    code = 0
     try:
-        for name in (args.collection or DEFAULT_COLLECTION, _dense_name(args)):   # the collection and its dense arm
-            try:
-                stores.append(_open_store(args, create=False, collection=name))
-            except HalfCreatedError as e:
-                print(_shown(e))
-                if not args.repair:
-                    print('inconsistent: run `lazyllm-colpali check --repair` to finish creating it')
-                    return 1
-                stores.append(_open_store(args, collection=name))   # creates what a stopped creation left out
-                print(f'finished creating the collection: it now has {", ".join(e.missing)}')
-            except StoreError as e:
-                if 'does not exist' not in str(e):
-                    raise
-        if not stores:
-            raise _no_collection(args)
-        code = 0
-        for store in stores:   # each checked alike
-            report = store.check(repair=args.repair)
-            if args.repair and report['needs_encoding']:
-                report = _reencode(args, store, report)
-            code = max(code, _print_check(args, report, f'[{store.collection}] ' if len(stores) > 1 else ''))
-        return code
-    finally:
-        for store in stores:
-            store.close()
+        with _existing_stores(args, half_made=finish) as stores:   # the collection and its dense arm, alike
+            for store in stores:
+                report = store.check(repair=args.repair)
+                if args.repair and report['needs_encoding']:
+                    report = _reencode(args, store, report)
+                code = max(code, _print_check(args, report, f'[{store.collection}] ' if len(stores) > 1 else ''))
+    except LeftHalfMade:
+        return 1
+    return code
 
 
 def _print_check(args, report, prefix: str) -> int:
